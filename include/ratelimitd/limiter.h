@@ -1,0 +1,49 @@
+/*
+ * The pure core of a decision: the window a request falls in, what to answer for a counter
+ * value, and the per-thread deny cache of keys already over their limit in this window.
+ * Everything takes time as an argument and does no I/O, so it is tested without clocks.
+ * Windows are wall-clock Unix seconds (instances must agree on them).
+ */
+#ifndef RATELIMITD_LIMITER_H
+#define RATELIMITD_LIMITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "ratelimitd/apikey.h"
+
+typedef struct st_rl_window_t {
+    int64_t window;    /* Unix second */
+    uint32_t reset_ms; /* milliseconds until the window ends, 1..1000 */
+} rl_window_t;
+
+typedef struct st_rl_decision_t {
+    bool allowed;
+    uint32_t limit;
+    uint32_t remaining;   /* 0 when not allowed */
+    uint32_t retry_after; /* whole seconds until the window ends, >= 1; meaningful when !allowed */
+} rl_decision_t;
+
+/* Window of the wall-clock instant `now_ms` (milliseconds since the epoch). */
+rl_window_t rl_window_at(uint64_t now_ms);
+
+/* Decision for a request that made the window's counter reach `count` (>= 1). */
+rl_decision_t rl_decide(uint64_t count, uint32_t limit, const rl_window_t *window);
+
+/* Decision when the request is known to be over its limit without counting (deny cache hit). */
+rl_decision_t rl_decide_denied(uint32_t limit, const rl_window_t *window);
+
+/*
+ * Deny cache: fixed-size, set-associative, per thread (no locks). An entry holds a key hash and
+ * the window in which it was denied; entries of past windows are dead and get overwritten.
+ * A miss only costs a backend call, so collisions evict rather than grow.
+ */
+typedef struct st_rl_deny_cache_t rl_deny_cache_t;
+
+/* `slots` is rounded up to a power of two (minimum 64). Returns NULL on allocation failure. */
+rl_deny_cache_t *rl_deny_cache_create(size_t slots);
+void rl_deny_cache_destroy(rl_deny_cache_t *cache);
+bool rl_deny_cache_contains(const rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window);
+void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window);
+
+#endif
