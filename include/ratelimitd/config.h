@@ -47,7 +47,7 @@ typedef struct st_rl_config_t {
 
     rl_listen_config_t *listen; /* at least one; default one cleartext 0.0.0.0:8080 */
     size_t num_listen;
-    uint32_t threads; /* 0 = one per CPU; at most 256 */
+    uint32_t threads;     /* 0 = one per CPU; at most 256 */
     char *api_key_header; /* default "X-API-Key"; stored lower-cased */
 
     struct {
@@ -63,7 +63,7 @@ typedef struct st_rl_config_t {
         rl_backend_type_t type; /* default local when the section is omitted */
         rl_node_config_t *servers;
         size_t num_servers;
-        uint32_t timeout_ms;       /* default 20, 1..60000 */
+        uint32_t timeout_ms;        /* default 20, 1..60000 */
         rl_on_failure_t on_failure; /* default open */
         char *key_prefix;           /* default "rl:", at most RL_CONFIG_MAX_KEY_PREFIX bytes, no spaces/controls */
         char *key_hash_secret;      /* default "" */

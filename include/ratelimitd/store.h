@@ -23,9 +23,9 @@ typedef struct st_rl_store_thread_t rl_store_thread_t;
 typedef struct st_rl_store_op_t rl_store_op_t;
 
 typedef struct st_rl_counter_key_t {
-    rl_keyhash_t hash;  /* the API key's keyed hash */
-    int64_t window;     /* Unix second */
-    const char *mckey;  /* prefix || hash || ':' || window; valid only during rl_store_incr() */
+    rl_keyhash_t hash; /* the API key's keyed hash */
+    int64_t window;    /* Unix second */
+    const char *mckey; /* prefix || hash || ':' || window; valid only during rl_store_incr() */
     size_t mckey_len;
 } rl_counter_key_t;
 
