@@ -1,0 +1,20 @@
+/*
+ * Small helpers shared by the handlers to send complete answers: JSON bodies with the
+ * headers every answer carries, and the SPEC's {"error":"..."} bodies.
+ */
+#ifndef RATELIMITD_HTTP_REPLY_H
+#define RATELIMITD_HTTP_REPLY_H
+
+#include <stddef.h>
+#include <h2o.h>
+
+/* Sends `body` (copied) as a complete application/json answer; HEAD gets headers only. */
+void rl_reply_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
+/* Sends {"error":"<message>"}; `message` is a fixed string without quotes or backslashes. */
+void rl_reply_error(h2o_req_t *req, int status, const char *reason, const char *message);
+/* 405 with an Allow header listing `allow`. */
+void rl_reply_method_not_allowed(h2o_req_t *req, const char *allow);
+/* True when the request method is one of "GET", "HEAD" or, if allow_post, "POST". */
+int rl_request_method_is(const h2o_req_t *req, int allow_post);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * Shared answer builders, so every endpoint sends the same headers and error format.
+ * Bodies are copied into the request pool by h2o_send_inline; nothing here allocates on the heap.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "ratelimitd/http_reply.h"
+
+#define RL_ERROR_BODY_MAX 160
+
+void rl_reply_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason;
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_send_inline(req, body, len);
+}
+
+void rl_reply_error(h2o_req_t *req, int status, const char *reason, const char *message)
+{
+    char body[RL_ERROR_BODY_MAX];
+    int len = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", message);
+    if (len < 0 || (size_t)len >= sizeof(body))
+        len = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", reason);
+    rl_reply_json(req, status, reason, body, (size_t)len);
+}
+
+void rl_reply_method_not_allowed(h2o_req_t *req, const char *allow)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
+    rl_reply_error(req, 405, "Method Not Allowed", "method not allowed");
+}
+
+int rl_request_method_is(const h2o_req_t *req, int allow_post)
+{
+    return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+           h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")) ||
+           (allow_post && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")));
+}

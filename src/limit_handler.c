@@ -1,0 +1,202 @@
+/*
+ * GET/POST/HEAD /limit: the decision endpoint.
+ *
+ * Everything that can be answered without the store is answered first, in the order that
+ * costs least: method, header size, key presence and syntax, the limits table, the deny
+ * cache. Only then does one increment go to the store; the request waits for it without
+ * blocking the loop. The decision context lives in the request's pool with a destructor, so
+ * a client that disconnects mid-decision cancels the store callback instead of leaving it
+ * pointing at freed memory.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include "ratelimitd/error.h"
+#include "ratelimitd/http_reply.h"
+#include "ratelimitd/log.h"
+#include "ratelimitd/server.h"
+
+#define RL_BODY_MAX 160
+#define RL_FIELD_MAX 96
+
+typedef struct st_rl_decision_ctx_t {
+    h2o_req_t *req; /* NULL once answered or cancelled */
+    rl_worker_t *worker;
+    rl_store_op_t *op;
+    rl_limit_t limit;
+    rl_window_t window;
+    rl_keyhash_t hash;
+} rl_decision_ctx_t;
+
+static void add_header(h2o_req_t *req, const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, name_len, 0, NULL, value, value_len);
+}
+
+static void count(rl_worker_t *worker, rl_outcome_t outcome)
+{
+    rl_metrics_count_request(worker->metrics, outcome);
+}
+
+/* Sends the SPEC's decision answer: rate-limit fields, Retry-After on 429, JSON body. */
+static void send_decision(h2o_req_t *req, const rl_limit_t *limit, const rl_window_t *window,
+                          const rl_decision_t *decision)
+{
+    char field[RL_FIELD_MAX], body[RL_BODY_MAX];
+    unsigned reset_s = (window->reset_ms + 999) / 1000;
+    int len = snprintf(field, sizeof(field), "\"%.*s\";q=%" PRIu32 ";w=1", (int)limit->policy_len, limit->policy,
+                       decision->limit);
+    add_header(req, H2O_STRLIT("ratelimit-policy"), h2o_strdup(&req->pool, field, (size_t)len).base, (size_t)len);
+    len = snprintf(field, sizeof(field), "\"%.*s\";r=%" PRIu32 ";t=%u", (int)limit->policy_len, limit->policy,
+                   decision->remaining, reset_s);
+    add_header(req, H2O_STRLIT("ratelimit"), h2o_strdup(&req->pool, field, (size_t)len).base, (size_t)len);
+    if (!decision->allowed) {
+        len = snprintf(field, sizeof(field), "%" PRIu32, decision->retry_after);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
+                       h2o_strdup(&req->pool, field, (size_t)len).base, (size_t)len);
+    }
+    len = snprintf(body, sizeof(body),
+                   "{\"allowed\":%s,\"limit\":%" PRIu32 ",\"remaining\":%" PRIu32 ",\"window\":%" PRId64
+                   ",\"reset_ms\":%" PRIu32 "}",
+                   decision->allowed ? "true" : "false", decision->limit, decision->remaining, window->window,
+                   window->reset_ms);
+    if (decision->allowed)
+        rl_reply_json(req, 200, "OK", body, (size_t)len);
+    else
+        rl_reply_json(req, 429, "Too Many Requests", body, (size_t)len);
+}
+
+static void answer_backend_failure(rl_worker_t *worker, h2o_req_t *req, const rl_limit_t *limit,
+                                   const rl_window_t *window)
+{
+    count(worker, RL_OUTCOME_BACKEND_ERROR);
+    if (worker->config->backend.on_failure == RL_ON_FAILURE_CLOSED) {
+        rl_reply_error(req, 503, "Service Unavailable", "backend unavailable");
+        return;
+    }
+    /* Fail open: admitted without a count, so the whole quota is reported as remaining. */
+    rl_decision_t decision = {.allowed = true, .limit = limit->limit, .remaining = limit->limit};
+    send_decision(req, limit, window, &decision);
+}
+
+static void on_counted(void *cbdata, int status, uint64_t value)
+{
+    rl_decision_ctx_t *ctx = cbdata;
+    h2o_req_t *req = ctx->req;
+    ctx->op = NULL;
+    ctx->req = NULL;
+    --ctx->worker->inflight;
+    if (req == NULL || status == RL_ERR_CANCELLED)
+        return;
+    if (status != RL_OK) {
+        answer_backend_failure(ctx->worker, req, &ctx->limit, &ctx->window);
+        return;
+    }
+    rl_decision_t decision = rl_decide(value, ctx->limit.limit, &ctx->window);
+    if (!decision.allowed)
+        rl_deny_cache_add(ctx->worker->deny_cache, &ctx->hash, ctx->window.window);
+    count(ctx->worker, decision.allowed ? RL_OUTCOME_ALLOWED : RL_OUTCOME_LIMITED);
+    send_decision(req, &ctx->limit, &ctx->window, &decision);
+}
+
+/* Runs when the request's pool is cleared; if the store has not answered, forget the callback. */
+static void on_decision_dispose(void *p)
+{
+    rl_decision_ctx_t *ctx = p;
+    if (ctx->op != NULL) {
+        rl_store_cancel(ctx->worker->store, ctx->op);
+        ctx->op = NULL;
+        --ctx->worker->inflight;
+    }
+    ctx->req = NULL;
+}
+
+static size_t header_bytes(const h2o_req_t *req)
+{
+    size_t total = req->input.path.len;
+    for (size_t i = 0; i != req->headers.size; ++i)
+        total += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return total;
+}
+
+/* Checks everything decided without the store. Returns true when the request was answered. */
+static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_t *key)
+{
+    if (!rl_request_method_is(req, 1)) {
+        rl_reply_method_not_allowed(req, "GET, POST, HEAD");
+        return true;
+    }
+    if (header_bytes(req) > worker->config->server.max_header_bytes) {
+        count(worker, RL_OUTCOME_BAD_REQUEST);
+        rl_reply_error(req, 431, "Request Header Fields Too Large", "request headers too large");
+        return true;
+    }
+    const char *name = worker->config->api_key_header;
+    ssize_t at = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    *key = at == -1 ? h2o_iovec_init(NULL, 0) : req->headers.entries[at].value;
+    switch (rl_apikey_validate(key->base, key->len)) {
+    case RL_OK:
+        return false;
+    case RL_ERR_KEY_MISSING:
+        count(worker, RL_OUTCOME_UNAUTHORIZED);
+        rl_reply_error(req, 401, "Unauthorized", "missing API key");
+        return true;
+    default:
+        count(worker, RL_OUTCOME_BAD_REQUEST);
+        rl_reply_error(req, 400, "Bad Request", "invalid API key");
+        return true;
+    }
+}
+
+/* Counts one request for `key` in the store; the answer is sent from on_counted. */
+static void count_in_store(rl_worker_t *worker, h2o_req_t *req, const rl_limit_t *limit, const rl_window_t *window,
+                           const rl_keyhash_t *hash)
+{
+    rl_decision_ctx_t *ctx = h2o_mem_alloc_shared(&req->pool, sizeof(*ctx), on_decision_dispose);
+    *ctx = (rl_decision_ctx_t){.req = req, .worker = worker, .limit = *limit, .window = *window, .hash = *hash};
+    char mckey[RL_MCKEY_MAX_LEN];
+    const char *prefix = worker->config->backend.key_prefix;
+    rl_counter_key_t counter = {.hash = *hash, .window = window->window, .mckey = mckey};
+    counter.mckey_len = rl_mckey_format(mckey, sizeof(mckey), prefix, strlen(prefix), hash, window->window);
+    ++worker->inflight;
+    rl_store_incr(worker->store, &counter, on_counted, ctx, &ctx->op);
+}
+
+static int on_limit(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    rl_worker_t *worker = rl_worker_of(req);
+    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/limit"))) {
+        rl_reply_error(req, 404, "Not Found", "not found");
+        return 0;
+    }
+    h2o_iovec_t key;
+    if (answer_without_store(worker, req, &key))
+        return 0;
+
+    rl_limit_t limit;
+    if (rl_limits_lookup(worker->limits, key.base, key.len, &limit) == RL_LIMIT_REJECTED) {
+        count(worker, RL_OUTCOME_FORBIDDEN);
+        rl_reply_error(req, 403, "Forbidden", "unknown API key");
+        return 0;
+    }
+    rl_window_t window = rl_window_at(rl_now_wall_ms());
+    rl_keyhash_t hash;
+    rl_apikey_hash(worker->secret, key.base, key.len, &hash);
+    if (rl_deny_cache_contains(worker->deny_cache, &hash, window.window)) {
+        rl_metrics_count_deny_cache_hit(worker->metrics);
+        count(worker, RL_OUTCOME_LIMITED);
+        rl_decision_t decision = rl_decide_denied(limit.limit, &window);
+        send_decision(req, &limit, &window, &decision);
+        return 0;
+    }
+    count_in_store(worker, req, &limit, &window, &hash);
+    return 0;
+}
+
+void rl_limit_handler_register(h2o_hostconf_t *host)
+{
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/limit", 0);
+    h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
+    handler->on_req = on_limit;
+}

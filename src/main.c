@@ -1,0 +1,197 @@
+/*
+ * ratelimitd: command line, signals, start-up and reload.
+ *
+ * Signals are blocked in every thread and taken synchronously by the main thread with
+ * sigwait(), so handling SIGHUP may do real work (read and validate a file) without
+ * async-signal-safety tricks, and loop threads are never interrupted.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ratelimitd/config.h"
+#include "ratelimitd/error.h"
+#include "ratelimitd/limits.h"
+#include "ratelimitd/log.h"
+#include "ratelimitd/server.h"
+
+#define RL_EXIT_USAGE 2
+
+typedef struct st_rl_options_t {
+    const char *config_path;
+    int check_only;
+} rl_options_t;
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "Usage: ratelimitd [--config FILE] [--check-config]\n"
+                 "\n"
+                 "  -c, --config FILE   configuration file (default: " RL_CONFIG_DEFAULT_PATH ")\n"
+                 "      --check-config  validate the configuration, print ok or every error, and exit\n"
+                 "  -v, --version       print the version and exit\n"
+                 "  -h, --help          print this help and exit\n"
+                 "\n"
+                 "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads limits from the same file.\n");
+}
+
+/* Returns -1 to go on, or an exit code. */
+static int parse_options(int argc, char **argv, rl_options_t *options)
+{
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"check-config", no_argument, NULL, 'C'},
+                                             {"version", no_argument, NULL, 'v'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    *options = (rl_options_t){.config_path = RL_CONFIG_DEFAULT_PATH};
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":c:vh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            options->config_path = optarg;
+            break;
+        case 'C':
+            options->check_only = 1;
+            break;
+        case 'v':
+            printf("ratelimitd %s\n", RL_VERSION);
+            return 0;
+        case 'h':
+            print_usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "ratelimitd: %s option: %s\n", opt == ':' ? "missing argument for" : "unknown",
+                    argv[optind - 1]);
+            print_usage(stderr);
+            return RL_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ratelimitd: unexpected argument: %s\n", argv[optind]);
+        print_usage(stderr);
+        return RL_EXIT_USAGE;
+    }
+    return -1;
+}
+
+static rl_config_t *load_config(const char *path, FILE *errors_out)
+{
+    char *errors = NULL;
+    rl_config_t *config = rl_config_load(path, &errors);
+    if (config == NULL && errors != NULL)
+        fputs(errors, errors_out);
+    free(errors);
+    return config;
+}
+
+static int check_config(const char *path)
+{
+    rl_config_t *config = load_config(path, stdout);
+    if (config == NULL)
+        return RL_EXIT_USAGE;
+    printf("ok\n");
+    rl_config_destroy(config);
+    return 0;
+}
+
+/* SIGHUP: only the limits change on a live server; a bad file leaves the old ones in force. */
+static void reload(rl_server_t *server, const char *path)
+{
+    char *errors = NULL;
+    rl_config_t *config = rl_config_load(path, &errors);
+    if (config == NULL) {
+        rl_log_error("main", "reload rejected, old limits stay in force:\n%s", errors != NULL ? errors : "");
+        free(errors);
+        rl_metrics_count_reload(rl_server_metrics(server), false);
+        return;
+    }
+    rl_limits_t *limits = rl_limits_create(config);
+    if (limits == NULL) {
+        rl_log_error("main", "reload rejected: out of memory");
+        rl_metrics_count_reload(rl_server_metrics(server), false);
+    } else {
+        rl_server_reload(server, limits);
+        rl_limits_release(limits);
+        rl_metrics_count_reload(rl_server_metrics(server), true);
+        rl_log_info("main", "reloaded limits from %s (%zu tiers, %zu keys, default %u)", path, config->limits.num_tiers,
+                    config->limits.num_keys, config->limits.default_limit);
+    }
+    rl_config_destroy(config);
+}
+
+/* Blocks until SIGTERM or SIGINT, reloading on SIGHUP. */
+static void wait_for_stop(rl_server_t *server, const char *path, const sigset_t *signals)
+{
+    for (;;) {
+        int sig;
+        if (sigwait(signals, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            reload(server, path);
+            continue;
+        }
+        rl_log_info("main", "%s received: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        return;
+    }
+}
+
+static int run(const rl_options_t *options)
+{
+    int exit_code = 1;
+    rl_server_t *server = NULL;
+    rl_limits_t *limits = NULL;
+    rl_config_t *config = load_config(options->config_path, stderr);
+    if (config == NULL)
+        return RL_EXIT_USAGE;
+    rl_log_level_t level;
+    if (rl_log_parse_level(config->log_level, &level) == RL_OK)
+        rl_log_set_level(level);
+
+    /* Block before any thread exists so every thread inherits the mask. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char err[512] = "";
+    if ((limits = rl_limits_create(config)) == NULL) {
+        rl_log_error("main", "out of memory");
+        goto exit;
+    }
+    if ((server = rl_server_create(config, limits, err, sizeof(err))) == NULL) {
+        rl_log_error("main", "cannot start: %s", err);
+        goto exit;
+    }
+    if (rl_server_start(server) != RL_OK) {
+        rl_log_error("main", "cannot start the loop threads");
+        goto exit;
+    }
+    rl_log_info("main", "ratelimitd %s started: %zu listener(s), backend %s", RL_VERSION, config->num_listen,
+                config->backend.type == RL_BACKEND_MEMCACHED ? "memcached" : "local");
+    wait_for_stop(server, options->config_path, &signals);
+    rl_server_shutdown(server);
+    rl_server_join(server);
+    rl_log_info("main", "stopped");
+    exit_code = 0;
+exit:
+    rl_server_destroy(server);
+    rl_limits_release(limits);
+    rl_config_destroy(config);
+    return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    rl_options_t options;
+    int code = parse_options(argc, argv, &options);
+    if (code >= 0)
+        return code;
+    if (options.check_only)
+        return check_config(options.config_path);
+    return run(&options);
+}

@@ -1,0 +1,473 @@
+/*
+ * Listeners, TLS and the loop threads.
+ *
+ * Every loop thread gets its own listening socket per configured port, all bound with
+ * SO_REUSEPORT, so the kernel spreads new connections over the threads and no accept lock or
+ * hand-off exists. All sockets are bound on the main thread before any thread starts, so a
+ * port in use fails start-up with a clear message instead of a half-running daemon.
+ *
+ * The main thread talks to the loops only through h2o multithread queues: a reload message
+ * carries new limits, a shutdown message starts the drain. A draining thread closes its
+ * listeners, asks h2o to wind down its connections (GOAWAY on HTTP/2, no keep-alive on
+ * HTTP/1.1), waits for in-flight decisions, and stops its loop; it never waits longer than
+ * shutdown_grace_ms.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include "ratelimitd/error.h"
+#include "ratelimitd/log.h"
+#include "ratelimitd/server.h"
+
+#define RL_DENY_CACHE_SLOTS 65536
+#define RL_DRAIN_POLL_MS 20
+/* Lets responses written just before the drain leave the socket buffers. */
+#define RL_DRAIN_MIN_MS 50
+
+typedef enum { RL_MSG_RELOAD, RL_MSG_SHUTDOWN } rl_message_kind_t;
+
+typedef struct st_rl_message_t {
+    h2o_multithread_message_t super;
+    rl_message_kind_t kind;
+    rl_limits_t *limits; /* RL_MSG_RELOAD: one reference, owned by the message */
+} rl_message_t;
+
+struct st_rl_server_t {
+    const rl_config_t *config;
+    h2o_globalconf_t globalconf;
+    SSL_CTX **ssl_ctxs; /* per listener; NULL for cleartext */
+    int *listen_fds;    /* num_workers * num_listen, -1 once handed to a loop */
+    rl_store_t *store;
+    rl_metrics_t *metrics;
+    rl_limits_t *initial_limits;
+    rl_hash_secret_t secret;
+    rl_worker_t *workers;
+    size_t num_workers;
+    _Atomic size_t connections;
+    _Atomic bool draining;
+    bool running;
+    pthread_barrier_t started; /* the main thread waits until every loop can take messages */
+    _Atomic int setup_failures;
+};
+
+uint64_t rl_now_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t rl_now_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+rl_metrics_t *rl_server_metrics(rl_server_t *server)
+{
+    return server->metrics;
+}
+
+bool rl_server_draining(const rl_server_t *server)
+{
+    return atomic_load_explicit(&server->draining, memory_order_relaxed);
+}
+
+static size_t resolve_threads(uint32_t configured)
+{
+    if (configured != 0)
+        return configured;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 0 ? (size_t)cpus : 1;
+}
+
+/* Binds one listening socket for `listen`. Returns the fd or -1 with a message in err. */
+static int bind_listener(const rl_listen_config_t *where, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, where->address, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(where->port);
+        sslen = sizeof(*sin);
+    } else if (inet_pton(AF_INET6, where->address, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(where->port);
+        sslen = sizeof(*sin6);
+    } else {
+        snprintf(err, errlen, "listen address %s is not an IP address", where->address);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        snprintf(err, errlen, "socket(): %s", strerror(errno));
+        return -1;
+    }
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) != 0) ||
+        bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%u: %s", where->address, where->port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static SSL_CTX *create_ssl_ctx(const rl_listen_config_t *listen, char *err, size_t errlen)
+{
+    SSL_CTX *ssl_ctx = SSL_CTX_new(TLS_server_method());
+    if (ssl_ctx == NULL) {
+        snprintf(err, errlen, "SSL_CTX_new failed");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ssl_ctx, listen->tls_certificate) != 1) {
+        snprintf(err, errlen, "cannot load TLS certificate %s: %s", listen->tls_certificate,
+                 ERR_reason_error_string(ERR_get_error()));
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ssl_ctx, listen->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ssl_ctx) != 1) {
+        snprintf(err, errlen, "cannot load TLS key %s: %s", listen->tls_key, ERR_reason_error_string(ERR_get_error()));
+        goto fail;
+    }
+    h2o_ssl_register_alpn_protocols(ssl_ctx, h2o_http2_alpn_protocols);
+    return ssl_ctx;
+fail:
+    SSL_CTX_free(ssl_ctx);
+    return NULL;
+}
+
+static void init_globalconf(rl_server_t *server)
+{
+    const rl_config_t *config = server->config;
+    h2o_config_init(&server->globalconf);
+    server->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("ratelimitd"));
+    server->globalconf.http1.req_timeout = config->server.idle_timeout_ms;
+    server->globalconf.http2.idle_timeout = config->server.idle_timeout_ms;
+    server->globalconf.http2.graceful_shutdown_timeout = config->shutdown_grace_ms;
+    server->globalconf.handshake_timeout = config->server.idle_timeout_ms;
+    server->globalconf.max_request_entity_size = 65536;
+    h2o_hostconf_t *host = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    rl_limit_handler_register(host);
+    rl_admin_handlers_register(host);
+}
+
+static int open_listeners(rl_server_t *server, char *err, size_t errlen)
+{
+    size_t n = server->config->num_listen;
+    if ((server->ssl_ctxs = calloc(n, sizeof(SSL_CTX *))) == NULL ||
+        (server->listen_fds = malloc(sizeof(int) * n * server->num_workers)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return RL_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n * server->num_workers; ++i)
+        server->listen_fds[i] = -1;
+    for (size_t l = 0; l < n; ++l) {
+        const rl_listen_config_t *listen = &server->config->listen[l];
+        if (listen->tls_certificate != NULL && (server->ssl_ctxs[l] = create_ssl_ctx(listen, err, errlen)) == NULL)
+            return RL_ERR_CONFIG;
+        for (size_t w = 0; w < server->num_workers; ++w) {
+            int fd = bind_listener(listen, err, errlen);
+            if (fd == -1)
+                return RL_ERR_IO;
+            server->listen_fds[w * n + l] = fd;
+        }
+    }
+    return RL_OK;
+}
+
+rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, char *err, size_t errlen)
+{
+    rl_server_t *server = calloc(1, sizeof(*server));
+    if (server == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    server->config = config;
+    server->num_workers = resolve_threads(config->threads);
+    rl_hash_secret_init(&server->secret, config->backend.key_hash_secret, strlen(config->backend.key_hash_secret));
+    rl_limits_retain(limits);
+    server->initial_limits = limits;
+    init_globalconf(server);
+    if ((server->metrics = rl_metrics_create(server->num_workers, config)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if ((server->store = rl_store_create(config, err, errlen)) == NULL)
+        goto fail;
+    if ((server->workers = calloc(server->num_workers, sizeof(rl_worker_t))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (open_listeners(server, err, errlen) != RL_OK)
+        goto fail;
+    return server;
+fail:
+    rl_server_destroy(server);
+    return NULL;
+}
+
+static void on_connection_close(void *data)
+{
+    rl_worker_t *worker = data;
+    --worker->connections;
+    atomic_fetch_sub_explicit(&worker->server->connections, 1, memory_order_relaxed);
+    rl_metrics_connection_closed(worker->metrics);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    h2o_accept_ctx_t *accept_ctx = listener->data;
+    rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, ctx, accept_ctx->ctx);
+    if (err != NULL)
+        return;
+    /* Accept a bounded batch per wake-up so one busy listener cannot starve the loop. */
+    for (int i = 0; i < 16; ++i) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            return;
+        size_t open = atomic_fetch_add_explicit(&worker->server->connections, 1, memory_order_relaxed);
+        ++worker->connections;
+        rl_metrics_connection_opened(worker->metrics);
+        sock->on_close.cb = on_connection_close;
+        sock->on_close.data = worker;
+        if (open >= worker->config->server.max_connections) {
+            h2o_socket_close(sock); /* over max_connections: shed before any parsing */
+            continue;
+        }
+        h2o_accept(accept_ctx, sock);
+    }
+}
+
+static void close_listeners(rl_worker_t *worker)
+{
+    for (size_t l = 0; l < worker->num_listeners; ++l) {
+        if (worker->listeners[l] != NULL) {
+            h2o_socket_read_stop(worker->listeners[l]);
+            h2o_socket_close(worker->listeners[l]);
+            worker->listeners[l] = NULL;
+        }
+    }
+}
+
+static void on_drain_tick(h2o_timeout_entry_t *entry)
+{
+    rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, drain_entry, entry);
+    uint64_t elapsed = rl_now_mono_ms() - worker->drain_started_ms;
+    bool idle = worker->inflight == 0 && elapsed >= RL_DRAIN_MIN_MS;
+    if (idle || elapsed >= worker->config->shutdown_grace_ms) {
+        if (!idle)
+            rl_log_warn("server", "thread %zu: grace period over with %zu decisions in flight", worker->index,
+                        worker->inflight);
+        worker->stopped = true;
+        return;
+    }
+    h2o_timeout_link(worker->ctx.loop, &worker->drain_timeout, &worker->drain_entry);
+}
+
+static void begin_drain(rl_worker_t *worker)
+{
+    if (worker->draining)
+        return;
+    worker->draining = true;
+    worker->drain_started_ms = rl_now_mono_ms();
+    close_listeners(worker);
+    h2o_context_request_shutdown(&worker->ctx);
+    h2o_timeout_link(worker->ctx.loop, &worker->drain_timeout, &worker->drain_entry);
+}
+
+static void adopt_limits(rl_worker_t *worker, rl_limits_t *limits)
+{
+    rl_limits_retain(limits);
+    rl_limits_release(worker->limits);
+    worker->limits = limits;
+}
+
+static void on_message(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, receiver, receiver);
+    while (!h2o_linklist_is_empty(messages)) {
+        rl_message_t *msg = H2O_STRUCT_FROM_MEMBER(rl_message_t, super.link, messages->next);
+        h2o_linklist_unlink(&msg->super.link);
+        if (msg->kind == RL_MSG_RELOAD)
+            adopt_limits(worker, msg->limits);
+        else
+            begin_drain(worker);
+        rl_limits_release(msg->limits);
+        free(msg);
+    }
+}
+
+static int worker_setup(rl_worker_t *worker)
+{
+    rl_server_t *server = worker->server;
+    size_t n = server->config->num_listen;
+    h2o_context_init(&worker->ctx, h2o_evloop_create(), &server->globalconf);
+    worker->metrics = rl_metrics_thread(server->metrics, worker->index);
+    worker->deny_cache = rl_deny_cache_create(RL_DENY_CACHE_SLOTS);
+    worker->store = rl_store_thread_create(server->store, worker->ctx.loop, worker->metrics);
+    worker->accept_ctxs = calloc(n, sizeof(h2o_accept_ctx_t));
+    worker->listeners = calloc(n, sizeof(h2o_socket_t *));
+    if (worker->deny_cache == NULL || worker->store == NULL || worker->accept_ctxs == NULL || worker->listeners == NULL)
+        return RL_ERR_NOMEM;
+    worker->queue = h2o_multithread_create_queue(worker->ctx.loop);
+    h2o_multithread_register_receiver(worker->queue, &worker->receiver, on_message);
+    h2o_timeout_init(worker->ctx.loop, &worker->drain_timeout, RL_DRAIN_POLL_MS);
+    worker->drain_entry = (h2o_timeout_entry_t){.cb = on_drain_tick};
+    worker->num_listeners = n;
+    for (size_t l = 0; l < n; ++l) {
+        h2o_accept_ctx_t *accept_ctx = &worker->accept_ctxs[l];
+        accept_ctx->ctx = &worker->ctx;
+        accept_ctx->hosts = server->globalconf.hosts;
+        accept_ctx->ssl_ctx = server->ssl_ctxs[l];
+        int fd = server->listen_fds[worker->index * n + l];
+        server->listen_fds[worker->index * n + l] = -1;
+        worker->listeners[l] = h2o_evloop_socket_create(worker->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        worker->listeners[l]->data = accept_ctx;
+        h2o_socket_read_start(worker->listeners[l], on_accept);
+    }
+    return RL_OK;
+}
+
+static void worker_teardown(rl_worker_t *worker)
+{
+    close_listeners(worker);
+    if (h2o_timeout_is_linked(&worker->drain_entry))
+        h2o_timeout_unlink(&worker->drain_entry);
+    rl_store_thread_destroy(worker->store);
+    worker->store = NULL;
+    rl_deny_cache_destroy(worker->deny_cache);
+    worker->deny_cache = NULL;
+    rl_limits_release(worker->limits);
+    worker->limits = NULL;
+    /* Connections still open after the grace period die with the process; h2o has no call to
+     * abort them, so the context and loop are left for exit() to reclaim. */
+}
+
+static void *worker_main(void *arg)
+{
+    rl_worker_t *worker = arg;
+    if (worker_setup(worker) != RL_OK) {
+        rl_log_error("server", "thread %zu: cannot set up its loop (out of memory)", worker->index);
+        atomic_fetch_add(&worker->server->setup_failures, 1);
+        worker->stopped = true;
+    }
+    pthread_barrier_wait(&worker->server->started);
+    while (!worker->stopped)
+        h2o_evloop_run(worker->ctx.loop, INT32_MAX);
+    worker_teardown(worker);
+    return NULL;
+}
+
+int rl_server_start(rl_server_t *server)
+{
+    for (size_t w = 0; w < server->num_workers; ++w) {
+        rl_worker_t *worker = &server->workers[w];
+        worker->server = server;
+        worker->config = server->config;
+        worker->index = w;
+        worker->secret = &server->secret;
+        rl_limits_retain(server->initial_limits);
+        worker->limits = server->initial_limits;
+    }
+    /* Each thread creates its own loop and queue; the barrier makes sure they exist before the
+     * main thread may send a reload or shutdown message. */
+    pthread_barrier_init(&server->started, NULL, (unsigned)server->num_workers + 1);
+    for (size_t w = 0; w < server->num_workers; ++w) {
+        int rc = pthread_create(&server->workers[w].thread, NULL, worker_main, &server->workers[w]);
+        if (rc != 0) {
+            /* Threads already started wait at the barrier forever; the caller exits the process. */
+            rl_log_error("server", "pthread_create: %s", strerror(rc));
+            return RL_ERR_IO;
+        }
+    }
+    pthread_barrier_wait(&server->started);
+    server->running = true;
+    return atomic_load(&server->setup_failures) == 0 ? RL_OK : RL_ERR_NOMEM;
+}
+
+static void send_message(rl_worker_t *worker, rl_message_kind_t kind, rl_limits_t *limits)
+{
+    rl_message_t *msg = calloc(1, sizeof(*msg));
+    if (msg == NULL) {
+        rl_log_error("server", "out of memory sending a message to thread %zu", worker->index);
+        return;
+    }
+    msg->kind = kind;
+    if (limits != NULL)
+        rl_limits_retain(limits);
+    msg->limits = limits;
+    h2o_multithread_send_message(&worker->receiver, &msg->super);
+}
+
+void rl_server_reload(rl_server_t *server, rl_limits_t *limits)
+{
+    for (size_t w = 0; w < server->num_workers; ++w)
+        send_message(&server->workers[w], RL_MSG_RELOAD, limits);
+}
+
+void rl_server_shutdown(rl_server_t *server)
+{
+    atomic_store(&server->draining, true);
+    rl_metrics_set_draining(server->metrics, true);
+    for (size_t w = 0; w < server->num_workers; ++w)
+        send_message(&server->workers[w], RL_MSG_SHUTDOWN, NULL);
+}
+
+void rl_server_join(rl_server_t *server)
+{
+    for (size_t w = 0; w < server->num_workers; ++w)
+        pthread_join(server->workers[w].thread, NULL);
+    server->running = false;
+}
+
+void rl_server_destroy(rl_server_t *server)
+{
+    if (server == NULL)
+        return;
+    if (server->running) {
+        rl_server_shutdown(server);
+        rl_server_join(server);
+    }
+    if (server->listen_fds != NULL) {
+        for (size_t i = 0; i < server->config->num_listen * server->num_workers; ++i)
+            if (server->listen_fds[i] != -1)
+                close(server->listen_fds[i]);
+        free(server->listen_fds);
+    }
+    if (server->ssl_ctxs != NULL) {
+        for (size_t l = 0; l < server->config->num_listen; ++l)
+            SSL_CTX_free(server->ssl_ctxs[l]);
+        free(server->ssl_ctxs);
+    }
+    if (server->workers != NULL) {
+        for (size_t w = 0; w < server->num_workers; ++w) {
+            free(server->workers[w].accept_ctxs);
+            free(server->workers[w].listeners);
+        }
+        free(server->workers);
+    }
+    rl_store_destroy(server->store);
+    rl_metrics_destroy(server->metrics);
+    rl_limits_release(server->initial_limits);
+    h2o_config_dispose(&server->globalconf);
+    free(server);
+}
