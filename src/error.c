@@ -2,6 +2,7 @@
  * Status code descriptions. The table is indexed by the negated code, so adding a code
  * without its text fails the static assertion below rather than printing garbage.
  */
+#include <stddef.h>
 #include "ratelimitd/error.h"
 
 static const char *const descriptions[] = {

@@ -149,7 +149,11 @@ static int run(const rl_options_t *options)
     if (rl_log_parse_level(config->log_level, &level) == RL_OK)
         rl_log_set_level(level);
 
-    /* Block before any thread exists so every thread inherits the mask. */
+    /* Block before any thread exists so every thread inherits the mask. A shell starting us in
+     * the background may have set SIGINT to ignored, which would discard it before sigwait(). */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
