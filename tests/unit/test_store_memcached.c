@@ -1,0 +1,184 @@
+/*
+ * The memcached store against a real memcached started by the test on a free loopback port
+ * (`memcached -l 127.0.0.1 -p PORT -U 0`, as `-u nobody` when root), killed by PID at the end.
+ * The test fails, not skips, when memcached is missing: it proves nothing otherwise.
+ */
+#include "store_memcached_fixture.h"
+
+extern char **environ;
+
+static pid_t memcached_pid;
+static uint16_t memcached_port;
+
+static bool memcached_listening(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {
+        .sin_family = AF_INET, .sin_port = htons(memcached_port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+    close(fd);
+    return ok;
+}
+
+static int start_memcached(void **state)
+{
+    (void)state;
+    memcached_port = free_port();
+    char port[8];
+    snprintf(port, sizeof(port), "%u", memcached_port);
+    char *argv[] = {"memcached", "-l", "127.0.0.1", "-p", port, "-U", "0", "-u", "nobody", NULL};
+    if (geteuid() != 0)
+        argv[7] = NULL; /* -u is only accepted (and needed) as root */
+    int err = posix_spawnp(&memcached_pid, "memcached", NULL, NULL, argv, environ);
+    if (err != 0) {
+        fprintf(stderr, "cannot start memcached: %s (install it: the test must not pass without it)\n", strerror(err));
+        return -1;
+    }
+    for (int i = 0; i != 200 && !memcached_listening(); ++i)
+        usleep(10000);
+    if (!memcached_listening()) {
+        fprintf(stderr, "memcached did not start listening on port %u\n", memcached_port);
+        return -1;
+    }
+    return 0;
+}
+
+static int stop_memcached(void **state)
+{
+    (void)state;
+    if (memcached_pid > 0) {
+        kill(memcached_pid, SIGTERM);
+        waitpid(memcached_pid, NULL, 0);
+        memcached_pid = 0;
+    }
+    return 0;
+}
+
+static void unique_key(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "rl:test-%s-%d-%llu:1795412345", name, (int)getpid(), (unsigned long long)now_ms());
+}
+
+static void test_real_memcached_counts_1_2_3_and_queues_while_connecting(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    fixture_start(&f, NULL);
+    char key[128];
+    unique_key(key, sizeof(key), "count");
+    /* issued before the loop ever ran: the connection is still being made */
+    result_t first = {0};
+    assert_non_null(incr(&f, key, &first));
+    assert_true(run_until(f.loop, result_done, &first, 3000));
+    assert_int_equal(first.status, RL_OK);
+    assert_int_equal(first.value, 1);
+    uint64_t value;
+    assert_int_equal(incr_wait(&f, key, &value), RL_OK);
+    assert_int_equal(value, 2);
+    assert_int_equal(incr_wait(&f, key, &value), RL_OK);
+    assert_int_equal(value, 3);
+    assert_true(store_is_ready(f.thread));
+    fixture_dispose(&f);
+}
+
+static void test_real_memcached_pipelines_one_loop_turn_into_one_write(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    rl_metrics_t *metrics = rl_metrics_create(1, &f.config);
+    assert_non_null(metrics);
+    fixture_start(&f, rl_metrics_thread(metrics, 0));
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    rl_mc_node_stats_t before = stats_of(&f, 0);
+
+    static result_t results[N];
+    memset(results, 0, sizeof(results));
+    char base[96];
+    unique_key(base, sizeof(base), "pipe");
+    for (size_t i = 0; i != N; ++i) {
+        char key[128];
+        snprintf(key, sizeof(key), "%s-%zu", base, i);
+        assert_non_null(incr(&f, key, &results[i]));
+    }
+    assert_true(run_until(f.loop, result_done, &results[N - 1], 3000));
+    for (size_t i = 0; i != N; ++i) {
+        assert_int_equal(results[i].calls, 1);
+        assert_int_equal(results[i].status, RL_OK);
+        assert_int_equal(results[i].value, 1);
+    }
+    rl_mc_node_stats_t after = stats_of(&f, 0);
+    assert_int_equal(after.writes - before.writes, 1);
+    assert_int_equal(after.write_requests - before.write_requests, N);
+    assert_int_equal(after.replies - before.replies, N);
+    print_message("%d increments: %llu write(s), %llu read(s) carrying replies\n", N,
+                  (unsigned long long)(after.writes - before.writes), (unsigned long long)(after.reads - before.reads));
+
+    size_t len;
+    char *text = rl_metrics_render(metrics, &len);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "ratelimitd_backend_write_requests_total"));
+    free(text);
+    fixture_dispose(&f);
+    rl_metrics_destroy(metrics);
+}
+
+static void test_cancelled_op_never_calls_back_and_overload_is_immediate(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    f.config.backend.max_pending = 4;
+    fixture_start(&f, NULL);
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    char key[128];
+    unique_key(key, sizeof(key), "cancel");
+    result_t r[6] = {{0}};
+    rl_store_op_t *ops[6];
+    for (size_t i = 0; i != 6; ++i)
+        ops[i] = incr(&f, key, &r[i]);
+    for (size_t i = 0; i != 4; ++i)
+        assert_non_null(ops[i]);
+    for (size_t i = 4; i != 6; ++i) {
+        assert_null(ops[i]);
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, RL_ERR_BACKEND_OVERLOAD);
+    }
+    store_cancel(f.thread, ops[1]);
+    assert_true(run_until(f.loop, result_done, &r[3], 3000));
+    assert_int_equal(r[0].value, 1);
+    assert_int_equal(r[1].calls, 0);
+    assert_int_equal(r[2].value, 3); /* the cancelled op still counted, and its reply was skipped in order */
+    assert_int_equal(r[3].value, 4);
+    fixture_dispose(&f);
+}
+
+static void test_thread_destroy_cancels_pending_ops(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    fixture_start(&f, NULL);
+    char key[128];
+    unique_key(key, sizeof(key), "destroy");
+    result_t r = {0};
+    assert_non_null(incr(&f, key, &r));
+    fixture_stop(&f);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, RL_ERR_CANCELLED);
+    fixture_dispose(&f);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_real_memcached_counts_1_2_3_and_queues_while_connecting),
+        cmocka_unit_test(test_real_memcached_pipelines_one_loop_turn_into_one_write),
+        cmocka_unit_test(test_cancelled_op_never_calls_back_and_overload_is_immediate),
+        cmocka_unit_test(test_thread_destroy_cancels_pending_ops),
+    };
+    return cmocka_run_group_tests_name("real memcached", tests, start_memcached, stop_memcached);
+}
