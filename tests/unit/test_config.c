@@ -1,0 +1,691 @@
+/*
+ * Unit tests for src/config.c: the SPEC example and every documented default, then each kind of
+ * error with the exact FILE:LINE:COLUMN an operator's editor would jump to.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include "ratelimitd/config.h"
+
+/* Parses `yaml` as "conf/t.yaml"; on failure stores the error text in *errors for the caller to free. */
+static rl_config_t *parse(const char *yaml, char **errors)
+{
+    *errors = NULL;
+    return rl_config_parse("conf/t.yaml", yaml, strlen(yaml), errors);
+}
+
+static size_t count_lines(const char *text)
+{
+    size_t n = 0;
+    for (const char *c = text; *c != '\0'; ++c)
+        n += *c == '\n';
+    return n;
+}
+
+/* Fails unless some line of `errors` starts with `prefix`. */
+static void assert_has_error(const char *errors, const char *prefix)
+{
+    assert_non_null(errors);
+    for (const char *line = errors; *line != '\0';) {
+        if (strncmp(line, prefix, strlen(prefix)) == 0)
+            return;
+        const char *end = strchr(line, '\n');
+        if (end == NULL)
+            break;
+        line = end + 1;
+    }
+    fail_msg("no error starting with \"%s\" in:\n%s", prefix, errors);
+}
+
+/* Parsing must fail with exactly one error, starting with `prefix`. */
+static void assert_single_error(const char *yaml, const char *prefix)
+{
+    char *errors;
+    rl_config_t *config = parse(yaml, &errors);
+    assert_null(config);
+    assert_has_error(errors, prefix);
+    if (count_lines(errors) != 1)
+        fail_msg("expected one error, got:\n%s", errors);
+    free(errors);
+}
+
+static const char spec_example[] = "listen:\n"
+                                   "  - address: 127.0.0.1\n"
+                                   "    port: 8080\n"
+                                   "  - port: 8443\n"
+                                   "    tls: { certificate: cert.pem, key: key.pem }\n"
+                                   "threads: 0\n"
+                                   "api_key_header: X-API-Key\n"
+                                   "limits:\n"
+                                   "  default: 10\n"
+                                   "  tiers: { free: 10, premium: 100 }\n"
+                                   "  keys: { \"premium-key-1\": premium }\n"
+                                   "  unknown_keys: allow\n"
+                                   "backend:\n"
+                                   "  type: memcached\n"
+                                   "  servers: [\"127.0.0.1:11211\", \"127.0.0.1:11212\", \"127.0.0.1:11213\"]\n"
+                                   "  timeout_ms: 20\n"
+                                   "  on_failure: open\n"
+                                   "  key_prefix: \"rl:\"\n"
+                                   "  key_hash_secret: \"\"\n"
+                                   "shutdown_grace_ms: 5000\n";
+
+static void test_spec_example_sets_every_field(void **state)
+{
+    (void)state;
+    char *errors;
+    rl_config_t *config = parse(spec_example, &errors);
+    assert_null(errors);
+    assert_non_null(config);
+    assert_string_equal(config->path, "conf/t.yaml");
+    assert_int_equal(config->num_listen, 2);
+    assert_string_equal(config->listen[0].address, "127.0.0.1");
+    assert_int_equal(config->listen[0].port, 8080);
+    assert_null(config->listen[0].tls_certificate);
+    assert_null(config->listen[0].tls_key);
+    assert_string_equal(config->listen[1].address, "0.0.0.0");
+    assert_int_equal(config->listen[1].port, 8443);
+    assert_string_equal(config->listen[1].tls_certificate, "conf/cert.pem");
+    assert_string_equal(config->listen[1].tls_key, "conf/key.pem");
+    assert_int_equal(config->threads, 0);
+    assert_string_equal(config->api_key_header, "x-api-key");
+    assert_int_equal(config->limits.default_limit, 10);
+    assert_int_equal(config->limits.num_tiers, 2);
+    assert_string_equal(config->limits.tiers[0].name, "free");
+    assert_int_equal(config->limits.tiers[0].limit, 10);
+    assert_string_equal(config->limits.tiers[1].name, "premium");
+    assert_int_equal(config->limits.tiers[1].limit, 100);
+    assert_int_equal(config->limits.num_keys, 1);
+    assert_string_equal(config->limits.keys[0].api_key, "premium-key-1");
+    assert_int_equal(config->limits.keys[0].tier_index, 1);
+    assert_int_equal(config->limits.unknown_keys, RL_UNKNOWN_KEYS_ALLOW);
+    assert_int_equal(config->backend.type, RL_BACKEND_MEMCACHED);
+    assert_int_equal(config->backend.num_servers, 3);
+    for (size_t i = 0; i < 3; ++i) {
+        char name[32];
+        snprintf(name, sizeof(name), "127.0.0.1:%zu", 11211 + i);
+        assert_string_equal(config->backend.servers[i].host, "127.0.0.1");
+        assert_int_equal(config->backend.servers[i].port, 11211 + i);
+        assert_int_equal(config->backend.servers[i].weight, 1);
+        assert_string_equal(config->backend.servers[i].name, name);
+    }
+    assert_int_equal(config->backend.timeout_ms, 20);
+    assert_int_equal(config->backend.on_failure, RL_ON_FAILURE_OPEN);
+    assert_string_equal(config->backend.key_prefix, "rl:");
+    assert_string_equal(config->backend.key_hash_secret, "");
+    assert_int_equal(config->shutdown_grace_ms, 5000);
+    rl_config_destroy(config);
+}
+
+static void test_extra_fields_are_parsed(void **state)
+{
+    (void)state;
+    char *errors;
+    rl_config_t *config = parse("threads: 256\n"
+                                "backend:\n"
+                                "  type: local\n"
+                                "  timeout_ms: 60000\n"
+                                "  on_failure: closed\n"
+                                "  key_hash_secret: s3cret\n"
+                                "  window_ttl_s: 5\n"
+                                "  failure_limit: 7\n"
+                                "  retry_interval_ms: 250\n"
+                                "  max_pending: 100\n"
+                                "  local_max_keys: 2048\n"
+                                "limits: {unknown_keys: reject, default: 1000000000}\n"
+                                "server:\n"
+                                "  max_connections: 50\n"
+                                "  idle_timeout_ms: 100\n"
+                                "  max_header_bytes: 1048576\n"
+                                "log_level: debug\n"
+                                "shutdown_grace_ms: 0\n",
+                                &errors);
+    assert_null(errors);
+    assert_non_null(config);
+    assert_int_equal(config->threads, 256);
+    assert_int_equal(config->backend.type, RL_BACKEND_LOCAL);
+    assert_int_equal(config->backend.timeout_ms, 60000);
+    assert_int_equal(config->backend.on_failure, RL_ON_FAILURE_CLOSED);
+    assert_string_equal(config->backend.key_hash_secret, "s3cret");
+    assert_int_equal(config->backend.window_ttl_s, 5);
+    assert_int_equal(config->backend.failure_limit, 7);
+    assert_int_equal(config->backend.retry_interval_ms, 250);
+    assert_int_equal(config->backend.max_pending, 100);
+    assert_int_equal(config->backend.local_max_keys, 2048);
+    assert_int_equal(config->limits.unknown_keys, RL_UNKNOWN_KEYS_REJECT);
+    assert_int_equal(config->limits.default_limit, RL_CONFIG_MAX_LIMIT);
+    assert_int_equal(config->server.max_connections, 50);
+    assert_int_equal(config->server.idle_timeout_ms, 100);
+    assert_int_equal(config->server.max_header_bytes, 1048576);
+    assert_string_equal(config->log_level, "debug");
+    assert_int_equal(config->shutdown_grace_ms, 0);
+    rl_config_destroy(config);
+}
+
+static void test_omitted_fields_get_header_defaults_and_local_backend(void **state)
+{
+    (void)state;
+    char *errors;
+    rl_config_t *config = parse("log_level: info\n", &errors);
+    assert_null(errors);
+    assert_non_null(config);
+    assert_int_equal(config->num_listen, 1);
+    assert_string_equal(config->listen[0].address, "0.0.0.0");
+    assert_int_equal(config->listen[0].port, 8080);
+    assert_null(config->listen[0].tls_certificate);
+    assert_int_equal(config->threads, 0);
+    assert_string_equal(config->api_key_header, "x-api-key");
+    assert_int_equal(config->limits.default_limit, 10);
+    assert_int_equal(config->limits.num_tiers, 0);
+    assert_int_equal(config->limits.num_keys, 0);
+    assert_int_equal(config->limits.unknown_keys, RL_UNKNOWN_KEYS_ALLOW);
+    assert_int_equal(config->backend.type, RL_BACKEND_LOCAL);
+    assert_int_equal(config->backend.num_servers, 0);
+    assert_int_equal(config->backend.timeout_ms, 20);
+    assert_int_equal(config->backend.on_failure, RL_ON_FAILURE_OPEN);
+    assert_string_equal(config->backend.key_prefix, "rl:");
+    assert_string_equal(config->backend.key_hash_secret, "");
+    assert_int_equal(config->backend.window_ttl_s, 3);
+    assert_int_equal(config->backend.failure_limit, 3);
+    assert_int_equal(config->backend.retry_interval_ms, 1000);
+    assert_int_equal(config->backend.max_pending, 8192);
+    assert_int_equal(config->backend.local_max_keys, 1048576);
+    assert_int_equal(config->server.max_connections, 10000);
+    assert_int_equal(config->server.idle_timeout_ms, 10000);
+    assert_int_equal(config->server.max_header_bytes, 16384);
+    assert_string_equal(config->log_level, "info");
+    assert_int_equal(config->shutdown_grace_ms, 5000);
+    rl_config_destroy(config);
+}
+
+static void test_memcached_servers_accept_weights_default_port_and_ipv6(void **state)
+{
+    (void)state;
+    char *errors;
+    rl_config_t *config = parse("backend:\n"
+                                "  type: memcached\n"
+                                "  servers: [\"mc-0.mc:11300:5\", \"mc-1\", \"[::1]:11211\", \"[fe80::2]:1:1000\"]\n",
+                                &errors);
+    assert_null(errors);
+    assert_non_null(config);
+    assert_int_equal(config->backend.num_servers, 4);
+    assert_string_equal(config->backend.servers[0].host, "mc-0.mc");
+    assert_int_equal(config->backend.servers[0].port, 11300);
+    assert_int_equal(config->backend.servers[0].weight, 5);
+    assert_string_equal(config->backend.servers[0].name, "mc-0.mc:11300");
+    assert_string_equal(config->backend.servers[1].host, "mc-1");
+    assert_int_equal(config->backend.servers[1].port, 11211);
+    assert_string_equal(config->backend.servers[1].name, "mc-1:11211");
+    assert_string_equal(config->backend.servers[2].host, "::1");
+    assert_string_equal(config->backend.servers[2].name, "[::1]:11211");
+    assert_int_equal(config->backend.servers[3].port, 1);
+    assert_int_equal(config->backend.servers[3].weight, 1000);
+    rl_config_destroy(config);
+}
+
+static void test_tls_paths_resolve_against_the_config_directory(void **state)
+{
+    (void)state;
+    const char *yaml = "listen:\n"
+                       "  - port: 1\n"
+                       "    tls: {certificate: tls/cert.pem, key: /etc/key.pem}\n";
+    char *errors = NULL;
+    rl_config_t *config = rl_config_parse("/etc/rl/x.yaml", yaml, strlen(yaml), &errors);
+    assert_non_null(config);
+    assert_string_equal(config->listen[0].tls_certificate, "/etc/rl/tls/cert.pem");
+    assert_string_equal(config->listen[0].tls_key, "/etc/key.pem");
+    rl_config_destroy(config);
+
+    config = rl_config_parse("x.yaml", yaml, strlen(yaml), &errors);
+    assert_non_null(config);
+    assert_string_equal(config->listen[0].tls_certificate, "tls/cert.pem");
+    rl_config_destroy(config);
+
+    config = rl_config_parse("/x.yaml", yaml, strlen(yaml), &errors);
+    assert_non_null(config);
+    assert_string_equal(config->listen[0].tls_certificate, "/tls/cert.pem");
+    rl_config_destroy(config);
+}
+
+static void test_api_key_header_is_stored_lower_cased(void **state)
+{
+    (void)state;
+    char *errors;
+    rl_config_t *config = parse("api_key_header: X-My_Key.v2\n", &errors);
+    assert_non_null(config);
+    assert_string_equal(config->api_key_header, "x-my_key.v2");
+    rl_config_destroy(config);
+    assert_single_error("api_key_header: \"X API Key\"\n", "conf/t.yaml:1:17: api_key_header: must be an HTTP header");
+    assert_single_error("api_key_header: \"X:Key\"\n", "conf/t.yaml:1:17: api_key_header: must be an HTTP header");
+    assert_single_error("api_key_header: \"\"\n", "conf/t.yaml:1:17: api_key_header: must be an HTTP header");
+}
+
+static void test_empty_file_is_an_error(void **state)
+{
+    (void)state;
+    assert_single_error("", "conf/t.yaml:1:1: the configuration is empty");
+    assert_single_error("# only a comment\n", "conf/t.yaml:");
+}
+
+static void test_top_level_that_is_not_a_mapping_is_an_error(void **state)
+{
+    (void)state;
+    assert_single_error("- port: 1\n", "conf/t.yaml:1:1: the top level must be a mapping of settings, got a sequence");
+    assert_single_error("\n  hello\n", "conf/t.yaml:2:3: the top level must be a mapping of settings, got \"hello\"");
+}
+
+static void test_yaml_syntax_error_reports_libyaml_mark(void **state)
+{
+    (void)state;
+    assert_single_error("threads: 1\nlimits: {default: 1\n", "conf/t.yaml:3:1: YAML syntax error:");
+    assert_single_error("threads: 1\n  bad: [\n", "conf/t.yaml:2:6: YAML syntax error:");
+    assert_single_error("a: *nowhere\n", "conf/t.yaml:1:4: YAML syntax error: found undefined alias");
+}
+
+static void test_invalid_utf8_is_a_syntax_error_with_position(void **state)
+{
+    (void)state;
+    assert_single_error("threads: 1\nlog_level: \xff\n", "conf/t.yaml:2:12: YAML syntax error:");
+    char *errors;
+    const char yaml[] = "threads: 1\0\n";
+    assert_null(rl_config_parse("conf/t.yaml", yaml, sizeof(yaml) - 1, &errors));
+    assert_has_error(errors, "conf/t.yaml:1:11: YAML syntax error:");
+    free(errors);
+}
+
+static void test_multiple_documents_are_an_error(void **state)
+{
+    (void)state;
+    assert_single_error("threads: 1\n---\nthreads: 2\n", "conf/t.yaml:2:1: more than one YAML document");
+}
+
+static void test_unknown_field_reports_line_and_column(void **state)
+{
+    (void)state;
+    assert_single_error("threads: 1\n"
+                        "backend:\n"
+                        "  type: local\n"
+                        "  timeout: 20\n",
+                        "conf/t.yaml:4:3: backend.timeout: unknown field");
+    assert_single_error("tls: {}\n", "conf/t.yaml:1:1: tls: unknown field");
+    assert_single_error("listen:\n  - port: 1\n    tsl: {}\n", "conf/t.yaml:3:5: listen[0].tsl: unknown field");
+}
+
+static void test_wrong_type_reports_what_was_expected(void **state)
+{
+    (void)state;
+    assert_single_error("threads: many\n",
+                        "conf/t.yaml:1:10: threads: expected a decimal integer (digits only: no sign, exponent or "
+                        "leading zero), got \"many\"");
+    assert_single_error("threads: \"4\"\n", "conf/t.yaml:1:10: threads: expected an integer, got the string \"4\"");
+    assert_single_error("threads:\n", "conf/t.yaml:1:9: threads: expected an integer, got null");
+    assert_single_error("log_level: {a: b}\n", "conf/t.yaml:1:12: log_level: expected a string, got a mapping");
+    assert_single_error("backend: [memcached]\n", "conf/t.yaml:1:10: backend: expected a mapping, got a sequence");
+    assert_single_error("listen: {port: 1}\n",
+                        "conf/t.yaml:1:9: listen: expected a sequence of listeners, got a mapping");
+    assert_single_error("listen: [8080]\n", "conf/t.yaml:1:10: listen[0]: expected a mapping, got \"8080\"");
+    assert_single_error("limits: {tiers: [free]}\n", "conf/t.yaml:1:17: limits.tiers: expected a mapping");
+    assert_single_error("limits:\n  keys: k\n", "conf/t.yaml:2:9: limits.keys: expected a mapping");
+    assert_single_error("backend: {type: memcached, servers: \"a:1\"}\n",
+                        "conf/t.yaml:1:37: backend.servers: expected a sequence");
+}
+
+static void test_integer_garbage_is_rejected(void **state)
+{
+    (void)state;
+    static const char *const garbage[] = {"12abc", "-1", "1e3", "0x10", "010", "+5", "1.0", "1_000"};
+    for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); ++i) {
+        char yaml[64], expected[128];
+        snprintf(yaml, sizeof(yaml), "shutdown_grace_ms: %s\n", garbage[i]);
+        snprintf(expected, sizeof(expected), "conf/t.yaml:1:20: shutdown_grace_ms: expected a decimal integer");
+        assert_single_error(yaml, expected);
+    }
+}
+
+static void test_out_of_range_and_overflowing_integers_are_rejected(void **state)
+{
+    (void)state;
+    assert_single_error("listen:\n  - port: 65536\n",
+                        "conf/t.yaml:2:11: listen[0].port: must be between 1 and 65535, got \"65536\"");
+    assert_single_error("listen:\n  - port: 0\n", "conf/t.yaml:2:11: listen[0].port: must be between 1 and 65535");
+    assert_single_error("threads: 257\n", "conf/t.yaml:1:10: threads: must be between 0 and 256");
+    assert_single_error("threads: 99999999999999999999999\n", "conf/t.yaml:1:10: threads: must be between 0 and 256");
+    assert_single_error("backend: {type: local, window_ttl_s: 2}\n",
+                        "conf/t.yaml:1:38: backend.window_ttl_s: must be between 3 and 3600");
+    assert_single_error("limits: {default: 0}\n", "conf/t.yaml:1:19: limits.default: must be between 1 and 1000000000");
+    assert_single_error("limits: {tiers: {gold: 1000000001}}\n",
+                        "conf/t.yaml:1:24: limits.tiers.gold: must be between 1 and 1000000000");
+    assert_single_error("server: {max_header_bytes: 1023}\n",
+                        "conf/t.yaml:1:28: server.max_header_bytes: must be between 1024 and 1048576");
+}
+
+static void test_bad_enum_value_lists_the_choices(void **state)
+{
+    (void)state;
+    assert_single_error("limits:\n  unknown_keys: deny\n",
+                        "conf/t.yaml:2:17: limits.unknown_keys: must be one of allow, reject, got \"deny\"");
+    assert_single_error("backend: {type: redis}\n",
+                        "conf/t.yaml:1:17: backend.type: must be one of local, memcached, got \"redis\"");
+    assert_single_error("backend: {type: local, on_failure: yes}\n",
+                        "conf/t.yaml:1:36: backend.on_failure: must be one of open, closed");
+    assert_single_error("log_level: verbose\n", "conf/t.yaml:1:12: log_level: must be one of debug, info, warn, error");
+}
+
+static void test_duplicate_key_reports_the_second_occurrence(void **state)
+{
+    (void)state;
+    assert_single_error("threads: 1\nlog_level: info\nthreads: 2\n",
+                        "conf/t.yaml:3:1: threads: duplicate key (first on line 1)");
+    assert_single_error("limits:\n  tiers:\n    free: 1\n    free: 2\n",
+                        "conf/t.yaml:4:5: limits.tiers.free: duplicate key (first on line 3)");
+    assert_single_error("limits:\n  keys:\n    k1: free\n    k1: free\n  tiers: {free: 1}\n",
+                        "conf/t.yaml:4:5: limits.keys: duplicate key (first on line 3)");
+}
+
+static void test_missing_listen_port_is_reported_at_the_listener(void **state)
+{
+    (void)state;
+    assert_single_error("listen:\n  - address: 127.0.0.1\n", "conf/t.yaml:2:5: listen[0].port: missing required field");
+    assert_single_error("listen: []\n", "conf/t.yaml:1:9: listen: must list 1 to 1024 listeners, got 0");
+    assert_single_error("backend: {}\n", "conf/t.yaml:1:10: backend.type: missing required field");
+}
+
+static void test_memcached_backend_without_servers_is_an_error(void **state)
+{
+    (void)state;
+    assert_single_error("backend:\n  type: memcached\n",
+                        "conf/t.yaml:2:9: backend.servers: the memcached backend needs at least one server");
+    assert_single_error("backend:\n  type: memcached\n  servers: []\n",
+                        "conf/t.yaml:3:12: backend.servers: the memcached backend needs at least one server");
+}
+
+static void test_bad_server_entries_are_rejected(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *entry, *message;
+    } cases[] = {
+        {"\":11211\"", "the host must be 1-253 characters"},
+        {"\"::1\"", "the host must be 1-253 characters (IPv6 in brackets"},
+        {"\"h:0\"", "the port must be 1-65535"},
+        {"\"h:65536\"", "the port must be 1-65535"},
+        {"\"h:\"", "the port must be 1-65535"},
+        {"\"h:11211:0\"", "the weight must be 1-1000"},
+        {"\"h:11211:1001\"", "the weight must be 1-1000"},
+        {"\"h:11211:1:2\"", "the weight must be 1-1000"},
+        {"\"h:x\"", "the port must be 1-65535"},
+        {"\"ho st:1\"", "the host must be a DNS name or an IPv4 address"},
+        {"\"[::1\"", "an IPv6 address must be in brackets"},
+        {"\"[zz::1]:1\"", "not a valid IPv6 address"},
+        {"\"[::1]x\"", "expected host:port[:weight]"},
+        {"{a: b}", "expected a string, got a mapping"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        char yaml[128], expected[160];
+        snprintf(yaml, sizeof(yaml), "backend:\n  type: memcached\n  servers:\n    - %s\n", cases[i].entry);
+        snprintf(expected, sizeof(expected), "conf/t.yaml:4:7: backend.servers[0]: %s", cases[i].message);
+        assert_single_error(yaml, expected);
+    }
+    assert_single_error("backend: {type: memcached, servers: [\"a:1\", \"b:1\", \"a:1:2\"]}\n",
+                        "conf/t.yaml:1:52: backend.servers[2]: duplicate server a:1");
+}
+
+static void test_key_naming_an_unknown_tier_is_an_error(void **state)
+{
+    (void)state;
+    assert_single_error("limits:\n  tiers: {free: 1}\n  keys:\n    k1: free\n    k2: gold\n",
+                        "conf/t.yaml:5:9: limits.keys: unknown tier \"gold\" (not in limits.tiers)");
+    /* keys may come before the tiers they name */
+    char *errors;
+    rl_config_t *config = parse("limits:\n  keys: {k1: gold}\n  tiers: {free: 1, gold: 5}\n", &errors);
+    assert_non_null(config);
+    assert_int_equal(config->limits.keys[0].tier_index, 1);
+    rl_config_destroy(config);
+}
+
+static void test_invalid_api_key_is_rejected_without_echoing_it(void **state)
+{
+    (void)state;
+    char long_key[300];
+    memset(long_key, 'k', 257);
+    long_key[257] = '\0';
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), "limits:\n  tiers: {free: 1}\n  keys:\n    \"secret key\": free\n    %s: free\n",
+             long_key);
+    char *errors;
+    assert_null(parse(yaml, &errors));
+    assert_has_error(errors, "conf/t.yaml:4:5: limits.keys: an API key must be 1-256 bytes of 0x21-0x7E");
+    assert_has_error(errors, "conf/t.yaml:5:5: limits.keys: an API key must be 1-256 bytes of 0x21-0x7E");
+    assert_null(strstr(errors, "secret"));
+    assert_null(strstr(errors, "kkkk"));
+    free(errors);
+    assert_single_error("limits:\n  tiers: {free: 1}\n  keys: {\"\": free}\n",
+                        "conf/t.yaml:3:10: limits.keys: an API key must be");
+}
+
+static void test_bad_tier_name_is_rejected(void **state)
+{
+    (void)state;
+    assert_single_error("limits:\n  tiers:\n    \"gold tier\": 5\n",
+                        "conf/t.yaml:3:5: limits.tiers.gold tier: a tier name must be 1-64 characters");
+    assert_single_error("limits:\n  tiers: {\"\": 5}\n", "conf/t.yaml:2:11: limits.tiers.\"\": a tier name must be");
+    char yaml[128];
+    snprintf(yaml, sizeof(yaml), "limits: {tiers: {%065d: 1}}\n", 0);
+    assert_single_error(yaml, "conf/t.yaml:1:18: limits.tiers.");
+    snprintf(yaml, sizeof(yaml), "limits: {tiers: {a%063d: 1}}\n", 0);
+    char *errors;
+    rl_config_t *config = parse(yaml, &errors);
+    assert_non_null(config);
+    rl_config_destroy(config);
+}
+
+static void test_tls_needs_both_certificate_and_key(void **state)
+{
+    (void)state;
+    assert_single_error("listen:\n  - port: 443\n    tls: {certificate: c.pem}\n",
+                        "conf/t.yaml:3:10: listen[0].tls: needs both certificate and key (key is missing)");
+    assert_single_error("listen:\n  - port: 443\n    tls:\n      key: k.pem\n",
+                        "conf/t.yaml:4:7: listen[0].tls: needs both certificate and key (certificate is missing)");
+    assert_single_error("listen:\n  - port: 443\n    tls: {certificate: \"\", key: k}\n",
+                        "conf/t.yaml:3:24: listen[0].tls.certificate: must not be empty");
+}
+
+static void test_key_prefix_must_be_short_printable_ascii(void **state)
+{
+    (void)state;
+    assert_single_error("backend: {type: local, key_prefix: \"a b\"}\n",
+                        "conf/t.yaml:1:36: backend.key_prefix: must be printable ASCII without spaces");
+    assert_single_error("backend: {type: local, key_prefix: \"a\\tb\"}\n",
+                        "conf/t.yaml:1:36: backend.key_prefix: must be printable ASCII");
+    char yaml[160];
+    snprintf(yaml, sizeof(yaml), "backend: {type: local, key_prefix: %065d}\n", 0);
+    assert_single_error(yaml, "conf/t.yaml:1:36: backend.key_prefix: must be at most 64 bytes");
+    snprintf(yaml, sizeof(yaml), "backend: {type: local, key_prefix: \"%064d\"}\n", 0);
+    char *errors;
+    rl_config_t *config = parse(yaml, &errors);
+    assert_non_null(config);
+    assert_int_equal(strlen(config->backend.key_prefix), 64);
+    rl_config_destroy(config);
+}
+
+static void test_listen_address_must_be_an_ip_literal(void **state)
+{
+    (void)state;
+    assert_single_error("listen:\n  - address: localhost\n    port: 1\n",
+                        "conf/t.yaml:2:14: listen[0].address: must be an IPv4 or IPv6 address (no host names, no "
+                        "brackets), got \"localhost\"");
+    assert_single_error("listen:\n  - {address: \"[::1]\", port: 1}\n", "conf/t.yaml:2:15: listen[0].address:");
+    char *errors;
+    rl_config_t *config = parse("listen:\n  - {address: \"::\", port: 1}\n", &errors);
+    assert_non_null(config);
+    assert_string_equal(config->listen[0].address, "::");
+    rl_config_destroy(config);
+}
+
+static void test_duplicate_listen_address_and_port_is_an_error(void **state)
+{
+    (void)state;
+    assert_single_error("listen:\n  - {address: \"::1\", port: 80}\n  - {address: 127.0.0.1, port: 80}\n"
+                        "  - {address: \"0:0::1\", port: 80}\n",
+                        "conf/t.yaml:4:5: listen[2]: duplicate listener [0:0::1]:80 (also listen[0])");
+    assert_single_error("listen:\n  - port: 80\n  - port: 80\n    tls: {certificate: c, key: k}\n",
+                        "conf/t.yaml:3:5: listen[1]: duplicate listener 0.0.0.0:80");
+}
+
+static void test_several_errors_are_reported_at_once(void **state)
+{
+    (void)state;
+    char *errors;
+    rl_config_t *config = parse("listen:\n"
+                                "  - port: 99999\n"
+                                "threads: x\n"
+                                "colour: blue\n"
+                                "limits:\n"
+                                "  keys: {k: gold}\n"
+                                "backend:\n"
+                                "  type: memcached\n",
+                                &errors);
+    assert_null(config);
+    assert_has_error(errors, "conf/t.yaml:2:11: listen[0].port: must be between 1 and 65535");
+    assert_has_error(errors, "conf/t.yaml:3:10: threads: expected a decimal integer");
+    assert_has_error(errors, "conf/t.yaml:4:1: colour: unknown field");
+    assert_has_error(errors, "conf/t.yaml:6:13: limits.keys: unknown tier \"gold\"");
+    assert_has_error(errors, "conf/t.yaml:8:9: backend.servers: the memcached backend needs at least one server");
+    assert_int_equal(count_lines(errors), 5);
+    free(errors);
+}
+
+static void test_error_list_is_capped(void **state)
+{
+    (void)state;
+    size_t cap = 200 * 16 + 1;
+    char *yaml = malloc(cap);
+    size_t at = 0;
+    for (int i = 0; i < 200; ++i)
+        at += (size_t)snprintf(yaml + at, cap - at, "x%03d: 1\n", i);
+    char *errors;
+    assert_null(rl_config_parse("t", yaml, at, &errors));
+    assert_int_equal(count_lines(errors), 101);
+    assert_non_null(strstr(errors, "t: 100 more errors not shown\n"));
+    free(errors);
+    free(yaml);
+}
+
+static void test_cyclic_alias_neither_hangs_nor_crashes(void **state)
+{
+    (void)state;
+    char *errors;
+    assert_null(parse("listen: &l [*l]\nlimits: &m {tiers: *m, keys: *m}\n", &errors));
+    assert_non_null(errors);
+    free(errors);
+}
+
+static void test_missing_file_reports_file_and_strerror(void **state)
+{
+    (void)state;
+    char *errors = NULL;
+    assert_null(rl_config_load("/nonexistent/ratelimitd.yaml", &errors));
+    assert_string_equal(errors, "/nonexistent/ratelimitd.yaml: No such file or directory\n");
+    free(errors);
+    assert_null(rl_config_load("/", &errors));
+    assert_string_equal(errors, "/: Is a directory\n");
+    free(errors);
+    assert_null(rl_config_load("/nonexistent", NULL));
+}
+
+static void test_load_reads_a_file_and_reports_its_name(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/rl_test_config_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *file = fdopen(fd, "w");
+    fputs("threads: 2\nthreds: 3\n", file);
+    fclose(file);
+    char *errors = NULL, expected[128];
+    assert_null(rl_config_load(path, &errors));
+    snprintf(expected, sizeof(expected), "%s:2:1: threds: unknown field\n", path);
+    assert_string_equal(errors, expected);
+    free(errors);
+    remove(path);
+}
+
+static void load_shipped(const char *name, rl_backend_type_t backend, size_t num_listen)
+{
+    const char *root = getenv("RL_SOURCE_DIR");
+    if (root == NULL)
+        root = ".";
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/conf/%s", root, name);
+    char *errors = NULL;
+    rl_config_t *config = rl_config_load(path, &errors);
+    if (config == NULL)
+        fail_msg("%s", errors != NULL ? errors : "out of memory");
+    assert_int_equal(config->backend.type, backend);
+    assert_int_equal(config->num_listen, num_listen);
+    assert_int_equal(config->limits.num_keys, 1);
+    rl_config_destroy(config);
+}
+
+static void test_shipped_configs_load_without_errors(void **state)
+{
+    (void)state;
+    load_shipped("ratelimitd.yaml", RL_BACKEND_MEMCACHED, 2);
+    load_shipped("ratelimitd-local.yaml", RL_BACKEND_LOCAL, 1);
+}
+
+static void test_parse_accepts_null_name_and_buffer(void **state)
+{
+    (void)state;
+    char *errors;
+    assert_null(rl_config_parse(NULL, NULL, 0, &errors));
+    assert_string_equal(errors, "<config>:1:1: the configuration is empty\n");
+    free(errors);
+    rl_config_destroy(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spec_example_sets_every_field),
+        cmocka_unit_test(test_extra_fields_are_parsed),
+        cmocka_unit_test(test_omitted_fields_get_header_defaults_and_local_backend),
+        cmocka_unit_test(test_memcached_servers_accept_weights_default_port_and_ipv6),
+        cmocka_unit_test(test_tls_paths_resolve_against_the_config_directory),
+        cmocka_unit_test(test_api_key_header_is_stored_lower_cased),
+        cmocka_unit_test(test_empty_file_is_an_error),
+        cmocka_unit_test(test_top_level_that_is_not_a_mapping_is_an_error),
+        cmocka_unit_test(test_yaml_syntax_error_reports_libyaml_mark),
+        cmocka_unit_test(test_invalid_utf8_is_a_syntax_error_with_position),
+        cmocka_unit_test(test_multiple_documents_are_an_error),
+        cmocka_unit_test(test_unknown_field_reports_line_and_column),
+        cmocka_unit_test(test_wrong_type_reports_what_was_expected),
+        cmocka_unit_test(test_integer_garbage_is_rejected),
+        cmocka_unit_test(test_out_of_range_and_overflowing_integers_are_rejected),
+        cmocka_unit_test(test_bad_enum_value_lists_the_choices),
+        cmocka_unit_test(test_duplicate_key_reports_the_second_occurrence),
+        cmocka_unit_test(test_missing_listen_port_is_reported_at_the_listener),
+        cmocka_unit_test(test_memcached_backend_without_servers_is_an_error),
+        cmocka_unit_test(test_bad_server_entries_are_rejected),
+        cmocka_unit_test(test_key_naming_an_unknown_tier_is_an_error),
+        cmocka_unit_test(test_invalid_api_key_is_rejected_without_echoing_it),
+        cmocka_unit_test(test_bad_tier_name_is_rejected),
+        cmocka_unit_test(test_tls_needs_both_certificate_and_key),
+        cmocka_unit_test(test_key_prefix_must_be_short_printable_ascii),
+        cmocka_unit_test(test_listen_address_must_be_an_ip_literal),
+        cmocka_unit_test(test_duplicate_listen_address_and_port_is_an_error),
+        cmocka_unit_test(test_several_errors_are_reported_at_once),
+        cmocka_unit_test(test_error_list_is_capped),
+        cmocka_unit_test(test_cyclic_alias_neither_hangs_nor_crashes),
+        cmocka_unit_test(test_missing_file_reports_file_and_strerror),
+        cmocka_unit_test(test_load_reads_a_file_and_reports_its_name),
+        cmocka_unit_test(test_shipped_configs_load_without_errors),
+        cmocka_unit_test(test_parse_accepts_null_name_and_buffer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
