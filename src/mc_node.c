@@ -272,10 +272,17 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
         drop_connection(node, RL_ERR_BACKEND_DOWN);
 }
 
-static void on_success(rl_mc_node_t *node)
+/*
+ * A probe (`mn`) proves the node answers, which re-admits an ejected node; only an increment
+ * proves it counts. So only increments reset the failure streak: a node that answers `mn` but
+ * garbles `ma` is ejected again on its first bad increment instead of flapping forever.
+ */
+static void on_success(rl_mc_node_t *node, bool is_probe)
 {
-    node->consecutive_failures = 0;
-    node->backoff_level = 0;
+    if (!is_probe) {
+        node->consecutive_failures = 0;
+        node->backoff_level = 0;
+    }
     node->healthy = true;
     if (node->ejected) {
         node->ejected = false;
@@ -300,7 +307,7 @@ static int complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64_
     if (node->thread->metrics != NULL)
         rl_metrics_observe_backend_latency(node->thread->metrics, now_usec - op->issued_usec);
     node->last_activity_ms = h2o_now(node->thread->loop);
-    on_success(node);
+    on_success(node, op->is_probe);
     --node->num_pending;
     void *cbdata;
     rl_store_cb cb = unlink_op(node, op, &cbdata);

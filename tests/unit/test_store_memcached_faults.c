@@ -178,9 +178,12 @@ static void test_garbage_reply_is_a_protocol_error_and_drops_the_connection(void
     assert_false(stats.ejected);
     assert_false(store_is_ready(f.thread));
 
-    /* it reconnects after the first backoff step and recovers on the first good reply */
+    /* it reconnects after the first backoff step and answers the probe; only a good increment
+     * ends the failure streak (a node that answers `mn` but garbles `ma` must not look healthy) */
     fake.mode = FAKE_GOOD;
     assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    assert_int_equal(stats_of(&f, 0).consecutive_failures, 1);
+    assert_int_equal(incr_wait(&f, "rl:g:2", &value), RL_OK);
     assert_int_equal(stats_of(&f, 0).consecutive_failures, 0);
     assert_int_equal(fake.accepted, 2);
     fake_stop(&fake);

@@ -1,0 +1,374 @@
+"""
+Hostile and broken clients: junk bytes, huge headers, hundreds of idle connections, a half-sent
+request, pipelining without reading, clients that vanish mid-decision, HTTP/2 stream resets and
+junk frames. The daemon answers 4xx or closes, keeps serving everyone else, enforces
+idle_timeout_ms, and its memory stays bounded.
+"""
+
+import os
+import random
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rlharness as h  # noqa: E402
+
+REQUIRED_TOOLS = ("memcached", "curl")
+IDLE_MS = 1000
+RSS_LIMIT_KB = 200 * 1024
+
+
+def h2_frame(ftype, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
+
+
+def hpack_str(s):
+    b = s.encode()
+    assert len(b) < 127
+    return bytes([len(b)]) + b
+
+
+def h2_request_block(path, key):
+    return (b"\x82" + b"\x86" + b"\x04" + hpack_str(path) + b"\x01" + hpack_str("127.0.0.1") +
+            b"\x00" + hpack_str("x-api-key") + hpack_str(key))
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class H2Raw:
+    """A minimal raw HTTP/2 client connection (prior knowledge) for abusive frame sequences."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection((h.HOST, port), timeout=5)
+        self.buf = b""
+        self.s.sendall(H2_PREFACE + h2_frame(4, 0, 0))
+
+    def frames(self, timeout=2.0):
+        """Reads frames until nothing arrives for `timeout` or the peer closes; yields
+        (type, flags, stream, payload)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while len(self.buf) >= 9:
+                ln = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + ln:
+                    break
+                ftype, flags = self.buf[3], self.buf[4]
+                stream = int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
+                payload = self.buf[9:9 + ln]
+                self.buf = self.buf[9 + ln:]
+                yield ftype, flags, stream, payload
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.s.settimeout(left)
+            try:
+                data = self.s.recv(65536)
+            except socket.timeout:
+                return
+            except OSError:
+                return
+            if not data:
+                return
+            self.buf += data
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def close(self):
+        self.s.close()
+
+
+class HostileClientsTest(h.RLTestCase):
+    def setUp(self):
+        super().setUp()
+        (self.mc,) = self.memcached(1)
+        self.port = h.free_port()
+        cfg = h.base_config(self.port, [self.mc.addr])
+        cfg["server"] = {"idle_timeout_ms": IDLE_MS, "max_header_bytes": 16384}
+        self.d = self.daemon(cfg, port=self.port)
+
+    def tearDown(self):
+        # whatever the test did: still alive, still serving, memory bounded
+        self.assertAlive(self.d)
+        st, _, _ = h.http_get(self.port, "/limit", {"X-API-Key": "after-" + uuid.uuid4().hex})
+        self.assertEqual(st, 200)
+        self.assertEqual(h.http_get(self.port, "/healthz")[0], 200)
+        rss = self.d.rss_kb()
+        self.assertLess(rss, RSS_LIMIT_KB, "RSS %d kB after hostile clients" % rss)
+
+    def good_request_ok(self):
+        st, _, _ = h.http_get(self.port, "/limit", {"X-API-Key": "good-" + uuid.uuid4().hex}, timeout=3)
+        self.assertEqual(st, 200)
+
+    def assertClosedOr4xx(self, buf, closed, what):
+        status = h.parse_raw_status(buf)
+        if status is None:
+            self.assertTrue(closed, "%s: neither an HTTP answer nor a close: %r" % (what, buf[:200]))
+        else:
+            self.assertTrue(400 <= status < 500 or status == 505, "%s: got %d" % (what, status))
+
+    def test_junk_bytes_get_400_or_close(self):
+        rnd = random.Random(1234)
+        junk = [
+            bytes(rnd.randrange(256) for _ in range(4096)),
+            b"GARBAGE\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),  # a TLS hello on the cleartext port
+            b"GET /limit HTTP/1.1\r\nX-API-Key\r\n\r\n",  # header without a colon
+            b"GET /limit\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /limit HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+            b"POST /limit HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-API-Key: a\r\n\r\nZZZ\r\n",
+            b"\r\n" * 5000,
+            b"A" * 70000 + b" /limit HTTP/1.1\r\n\r\n",
+            H2_PREFACE + b"\xff" * 100,
+        ]
+        for i, data in enumerate(junk):
+            buf, closed = h.raw_exchange(self.port, data, timeout=3, read_until_close=True)
+            self.assertClosedOr4xx(buf, closed, "junk #%d" % i)
+            self.good_request_ok()
+
+    def test_huge_headers(self):
+        # over max_header_bytes but within what the parser takes: 431 (README), no backend call
+        before = self.d.metrics().get("ratelimitd_backend_request_duration_seconds_count", 0)
+        req = (b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: big-" + uuid.uuid4().hex.encode() +
+               b"\r\nX-Filler: " + b"f" * 20000 + b"\r\n\r\n")
+        buf, _ = h.raw_exchange(self.port, req)
+        self.assertEqual(h.parse_raw_status(buf), 431, buf[:300])
+        self.assertEqual(self.d.metrics().get("ratelimitd_backend_request_duration_seconds_count", 0), before)
+        # 64 KiB in one header, 1 MiB in many, thousands of headers: 4xx or a close, never a crash
+        for name, filler in (("64k", b"X-Big: " + b"b" * 65536 + b"\r\n"),
+                             ("1m", b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(1024))),
+                             ("many", b"".join(b"X-H%d: v\r\n" % i for i in range(5000)))):
+            req = b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: k\r\n" + filler + b"\r\n"
+            buf, closed = h.raw_exchange(self.port, req, timeout=5, read_until_close=True)
+            self.assertClosedOr4xx(buf, closed, name)
+            self.good_request_ok()
+
+    def test_200_idle_connections_do_not_block_others(self):
+        idle = []
+        try:
+            for i in range(200):
+                s = socket.create_connection((h.HOST, self.port), timeout=5)
+                if i % 2:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # then stay idle
+                idle.append(s)
+            c = self.d.client(timeout=3)
+            try:
+                for i in range(50):
+                    r = c.limit("busy-%d" % (i // 10))
+                    self.assertIn(r.status, (200, 429))
+                    self.assertLess(r.elapsed, 0.5)
+            finally:
+                c.close()
+            gauge = self.d.metrics().get("ratelimitd_open_connections")
+            self.assertGreaterEqual(gauge, 150, "open connections gauge with 200 idle clients")
+        finally:
+            for s in idle:
+                s.close()
+
+    def test_half_sent_request_is_closed_after_idle_timeout(self):
+        s = socket.create_connection((h.HOST, self.port), timeout=10)
+        try:
+            s.sendall(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-")
+            t0 = time.monotonic()
+            data = b""
+            closed = False
+            while time.monotonic() - t0 < 6:
+                try:
+                    chunk = s.recv(4096)
+                except (socket.timeout, ConnectionResetError):
+                    closed = True
+                    break
+                if not chunk:
+                    closed = True
+                    break
+                data += chunk
+            took = time.monotonic() - t0
+        finally:
+            s.close()
+        self.assertTrue(closed, "a stalled half request was never closed")
+        self.assertLess(took, IDLE_MS / 1000 + 2, "closed after %.2fs, idle_timeout_ms=%d" % (took, IDLE_MS))
+        self.assertGreater(took, IDLE_MS / 1000 * 0.5, "closed too early (%.2fs)" % took)
+        self.assertTrue(data == b"" or h.parse_raw_status(data) in (400, 408), data[:200])
+
+    def test_idle_keepalive_connection_closed_after_idle_timeout(self):
+        c = self.d.client(timeout=5)
+        try:
+            self.assertEqual(c.limit("ka").status, 200)
+            sock = c.conn.sock
+            t0 = time.monotonic()
+            sock.settimeout(IDLE_MS / 1000 + 3)
+            try:
+                data = sock.recv(1)
+            except (socket.timeout, ConnectionResetError):
+                data = None
+            took = time.monotonic() - t0
+        finally:
+            c.close()
+        self.assertEqual(data, b"", "server did not close an idle keep-alive connection")
+        self.assertLess(took, IDLE_MS / 1000 + 2)
+
+    def test_h2_idle_connection_closed_after_idle_timeout(self):
+        conn = H2Raw(self.port)
+        try:
+            t0 = time.monotonic()
+            goaway = False
+            for ftype, flags, stream, payload in conn.frames(IDLE_MS / 1000 + 3):
+                if ftype == 4 and not flags & 1:
+                    conn.send(h2_frame(4, 1, 0))
+                if ftype == 7:
+                    goaway = True
+            took = time.monotonic() - t0
+        finally:
+            conn.close()
+        self.assertLess(took, IDLE_MS / 1000 + 2.5, "idle h2 connection not closed (GOAWAY seen: %s)" % goaway)
+
+    def test_max_connections(self):
+        port = h.free_port()
+        cfg = h.base_config(port, server={"max_connections": 20})
+        d = self.daemon(cfg, port=port, name="maxconn")
+        held = []
+        try:
+            for _ in range(40):
+                held.append(socket.create_connection((h.HOST, port), timeout=3))
+            served = 0
+            for s in held:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            for s in held:
+                s.settimeout(2)
+                try:
+                    if s.recv(100).startswith(b"HTTP/1.1 200"):
+                        served += 1
+                except OSError:
+                    pass
+            self.assertLessEqual(served, 20, "more connections served than server.max_connections")
+            self.assertGreaterEqual(served, 15)
+        finally:
+            for s in held:
+                s.close()
+        # once they are gone, new connections are served again
+        self.assertTrue(h.wait_until(lambda: h.status_of(port, "/healthz", timeout=1) == 200, 3.0))
+        self.assertAlive(d)
+
+    def test_pipelined_requests_answered_in_order(self):
+        key = "pipe-" + uuid.uuid4().hex
+        h.wait_fresh_second(0.1)
+        req = b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: " + key.encode() + b"\r\n\r\n"
+        buf, _ = h.raw_exchange(self.port, req * 12 + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                timeout=5, read_until_close=True)
+        statuses = [int(x) for x in re.findall(rb"HTTP/1\.1 (\d{3})", buf)]
+        self.assertEqual(len(statuses), 13, buf[:500])
+        rem = [int(x) for x in re.findall(rb'"remaining":(\d+)', buf)]
+        windows = set(re.findall(rb'"window":(\d+)', buf))
+        if len(windows) == 1:
+            self.assertEqual(statuses, [200] * 10 + [429] * 2 + [200])
+            self.assertEqual(rem, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0])
+
+    def test_pipelining_without_reading_stays_bounded(self):
+        s = socket.create_connection((h.HOST, self.port), timeout=5)
+        s.setblocking(False)
+        req = b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: flood\r\n\r\n"
+        sent = 0
+        t0 = time.monotonic()
+        try:
+            blob = req * 1000
+            while time.monotonic() - t0 < 2 and sent < 50 * len(blob):
+                try:
+                    sent += s.send(blob)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                except OSError:
+                    break
+            self.good_request_ok()
+            rss = self.d.rss_kb()
+            self.assertLess(rss, RSS_LIMIT_KB, "RSS %d kB with a client that never reads" % rss)
+        finally:
+            s.close()
+
+    def test_clients_that_vanish_mid_decision(self):
+        # the memcached node is stalled, so every decision is pending when its client resets
+        self.mc.pause()
+        try:
+            for i in range(100):
+                s = socket.create_connection((h.HOST, self.port), timeout=2)
+                s.sendall(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: gone-%d\r\n\r\n" % i)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()  # RST
+            time.sleep(0.05)
+        finally:
+            self.mc.resume()
+        time.sleep(0.3)
+        self.good_request_ok()
+        # and abrupt closes with nothing sent, many times
+        for _ in range(300):
+            s = socket.create_connection((h.HOST, self.port), timeout=2)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        self.good_request_ok()
+
+    def test_h2_rapid_stream_resets(self):
+        conn = H2Raw(self.port)
+        try:
+            got_settings = False
+            for ftype, flags, stream, payload in conn.frames(1.0):
+                if ftype == 4 and not flags & 1:
+                    got_settings = True
+                    break
+            self.assertTrue(got_settings, "no server SETTINGS over h2c prior knowledge")
+            conn.send(h2_frame(4, 1, 0))  # ACK
+            block = h2_request_block("/limit", "reset-" + uuid.uuid4().hex)
+            out = []
+            for i in range(1000):
+                sid = 1 + 2 * i
+                out.append(h2_frame(1, 0x5, sid, block))  # HEADERS, END_STREAM | END_HEADERS
+                out.append(h2_frame(3, 0, sid, struct.pack(">I", 8)))  # RST_STREAM CANCEL
+            try:
+                conn.send(b"".join(out))
+                conn.send(h2_frame(1, 0x5, 2001, h2_request_block("/healthz", "x")))
+            except OSError:
+                pass  # the server may have sent GOAWAY and closed: acceptable
+            answered = goaway = False
+            for ftype, flags, stream, payload in conn.frames(3.0):
+                if ftype == 1 and stream == 2001:
+                    answered = True
+                    break
+                if ftype == 7:
+                    goaway = True
+                    break
+            self.assertTrue(answered or goaway, "neither an answer nor GOAWAY after 1000 reset streams")
+            print("after 1000 reset streams: %s" % ("answered" if answered else "GOAWAY"))
+        finally:
+            conn.close()
+        self.good_request_ok()
+
+    def test_h2_junk_frames(self):
+        cases = [
+            h2_frame(0, 1, 1, b"data on an idle stream"),
+            h2_frame(1, 0x4, 1, b"\xff\xff\xff\xff"),  # undecodable HPACK
+            h2_frame(4, 0, 0, b"\x00\x04\xff\xff\xff\xff"),  # INITIAL_WINDOW_SIZE too large
+            h2_frame(8, 0, 0, struct.pack(">I", 0)),  # zero WINDOW_UPDATE increment
+            h2_frame(1, 0x5, 2, h2_request_block("/limit", "even")),  # even stream id from a client
+            b"\x00\x40\x00\x00\x00\x00\x00\x00\x00" + b"\x00" * 100,  # DATA on stream 0, truncated
+        ]
+        for i, payload in enumerate(cases):
+            conn = H2Raw(self.port)
+            try:
+                conn.send(payload)
+                frames = list(conn.frames(2.0))
+                types = [f[0] for f in frames]
+                # answered with GOAWAY or RST_STREAM, or just closed: never served, never crashed
+                self.assertFalse(any(t == 1 and f[2] in (1, 2) and f[3][:1] == b"\x88" for t, f in
+                                     zip(types, frames)), "junk h2 case %d got a 200" % i)
+            finally:
+                conn.close()
+            self.assertAlive(self.d)
+        self.good_request_ok()
+
+
+if __name__ == "__main__":
+    h.main()

@@ -1,0 +1,165 @@
+"""
+HTTP/2: cleartext h2c with prior knowledge, h2 over TLS chosen by ALPN, HTTP/1.1 over TLS, and a
+short h2load run; the rate-limit contract is the same over every protocol.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rlharness as h  # noqa: E402
+
+REQUIRED_TOOLS = ("memcached", "curl", "h2load", "nghttp", "openssl")
+IDLE_MS = 1500
+
+
+def parse_curl_i(out):
+    """Splits `curl -i` output into a list of (status line, headers dict, body) per response."""
+    responses = []
+    for m in re.finditer(r"(HTTP/[\d.]+ \d{3}[^\r\n]*)\r?\n(.*?)\r?\n\r?\n", out, re.S):
+        hdrs = {}
+        for line in m.group(2).splitlines():
+            if ":" in line:
+                k, v = line.split(":", 1)
+                hdrs[k.strip().lower()] = v.strip()
+        responses.append((m.group(1).strip(), hdrs, m.end()))
+    return responses
+
+
+class Http2Test(h.RLTestCase):
+    def setUp(self):
+        super().setUp()
+        self.cert, self.key = h.make_self_signed_cert(self.tmpdir)
+        self.port = h.free_port()
+        self.tls_port = h.free_port()
+        cfg = h.base_config(self.port)
+        cfg["listen"].append({"address": h.HOST, "port": self.tls_port,
+                              "tls": {"certificate": self.cert, "key": self.key}})
+        cfg["limits"]["tiers"]["bulk"] = 1000
+        cfg["limits"]["keys"]["bulk-key"] = "bulk"
+        cfg["server"] = {"idle_timeout_ms": IDLE_MS}
+        self.d = self.daemon(cfg, port=self.port)
+        self.assertTrue(h.wait_port(self.tls_port, 3), "TLS listener not accepting")
+
+    def test_h2c_prior_knowledge(self):
+        key = "h2c-" + uuid.uuid4().hex
+        r = h.curl(["-i", "--http2-prior-knowledge", "-H", "X-API-Key: " + key,
+                    "http://127.0.0.1:%d/limit" % self.port])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith("HTTP/2 200"), r.stdout)
+        (status, hdrs, end), = parse_curl_i(r.stdout)
+        self.assertEqual(hdrs.get("ratelimit-policy"), '"default";q=10;w=1', hdrs)
+        rl = h.parse_ratelimit(hdrs.get("ratelimit"))
+        self.assertEqual(rl[:2], ("default", 9), hdrs)
+        body = json.loads(r.stdout[end:])
+        self.assertEqual((body["allowed"], body["limit"], body["remaining"]), (True, 10, 9))
+
+    def test_h2_over_tls_via_alpn(self):
+        r = h.curl(["-k", "--http2", "-i", "-H", "X-API-Key: premium-key-1", "-w", "\n%{http_version}",
+                    "https://127.0.0.1:%d/limit" % self.tls_port])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.rsplit("\n", 1)[1], "2", "ALPN should negotiate h2: %s" % r.stdout)
+        self.assertTrue(r.stdout.startswith("HTTP/2 200"), r.stdout)
+        (status, hdrs, end), = parse_curl_i(r.stdout)
+        self.assertEqual(hdrs.get("ratelimit-policy"), '"premium";q=100;w=1', hdrs)
+        # admin endpoints over h2 too
+        r = h.curl(["-k", "--http2", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                    "https://127.0.0.1:%d/healthz" % self.tls_port])
+        self.assertEqual(r.stdout, "200 2", r.stderr)
+
+    def test_http11_over_tls(self):
+        r = h.curl(["-k", "--http1.1", "-i", "-H", "X-API-Key: tls11-" + uuid.uuid4().hex, "-w", "\n%{http_version}",
+                    "https://127.0.0.1:%d/limit" % self.tls_port])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.rsplit("\n", 1)[1], "1.1", r.stdout)
+        self.assertTrue(r.stdout.startswith("HTTP/1.1 200"), r.stdout)
+        (status, hdrs, end), = parse_curl_i(r.stdout)
+        self.assertEqual(hdrs.get("ratelimit-policy"), '"default";q=10;w=1', hdrs)
+
+    def test_cleartext_port_still_speaks_http11(self):
+        c = self.d.client()
+        try:
+            self.assertEqual(c.limit("plain-" + uuid.uuid4().hex).status, 200)
+        finally:
+            c.close()
+
+    def nghttp_burst(self, n):
+        """n requests for one fresh key multiplexed on one h2c connection (nghttp; curl 7.88's
+        prior-knowledge connection reuse fails client-side). Returns {stream: headers}, body text."""
+        for _ in range(4):
+            key = "h2-burst-" + uuid.uuid4().hex
+            h.wait_fresh_second(0.1)
+            urls = ["http://127.0.0.1:%d/limit?n=%d" % (self.port, i) for i in range(n)]
+            r = h.run_cmd(["nghttp", "-v", "-H", "X-API-Key: " + key] + urls, timeout=15)
+            self.assertEqual(r.returncode, 0, r.stdout[-2000:] + r.stderr)
+            streams = {}
+            for sid, name, value in re.findall(r"recv \(stream_id=(\d+)\) ([^:\s][^:]*|:status): (.*)", r.stdout):
+                streams.setdefault(int(sid), {})[name.strip()] = value.strip()
+            windows = set(re.findall(r'"window":(\d+)', r.stdout))
+            if len(windows) == 1:
+                return streams, r.stdout
+        self.fail("%d requests never fitted one window" % n)
+
+    def test_eleventh_request_over_h2_is_429(self):
+        streams, out = self.nghttp_burst(11)
+        self.assertEqual(len(streams), 11, out[-3000:])
+        statuses = sorted(s[":status"] for s in streams.values())
+        self.assertEqual(statuses, ["200"] * 10 + ["429"], out[-3000:])
+        self.assertEqual(out.count('"allowed":false'), 1)
+        remaining = sorted(h.parse_ratelimit(s["ratelimit"])[1] for s in streams.values())
+        self.assertEqual(remaining, [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+
+    def test_429_headers_over_h2(self):
+        streams, out = self.nghttp_burst(12)
+        limited = [s for s in streams.values() if s[":status"] == "429"]
+        self.assertEqual(len(limited), 2, out[-3000:])
+        for hdrs in limited:
+            self.assertGreaterEqual(int(hdrs["retry-after"]), 1)
+            self.assertEqual(h.parse_ratelimit(hdrs["ratelimit"]), ("default", 0, h.parse_ratelimit(hdrs["ratelimit"])[2]))
+            self.assertEqual(hdrs["ratelimit-policy"], '"default";q=10;w=1')
+            self.assertIn("json", hdrs.get("content-type", ""))
+
+    def test_tls_handshake_timeout_and_garbage(self):
+        # a client that connects to the TLS port and never says hello is closed after idle_timeout_ms
+        t0 = time.monotonic()
+        buf, closed = h.raw_exchange(self.tls_port, b"", timeout=IDLE_MS / 1000 + 3, read_until_close=True)
+        took = time.monotonic() - t0
+        self.assertTrue(closed, "silent TLS client never closed")
+        self.assertLess(took, IDLE_MS / 1000 + 2.5)
+        # plaintext HTTP and junk on the TLS port: closed (or a TLS alert), never served
+        for junk in (b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: a\r\n\r\n", bytes(range(256)) * 20):
+            buf, closed = h.raw_exchange(self.tls_port, junk, timeout=4, read_until_close=True)
+            self.assertTrue(closed, "junk on the TLS port: connection left open")
+            self.assertNotIn(b"allowed", buf)
+        r = h.curl(["-k", "--http2", "-o", "/dev/null", "-w", "%{http_code}", "-H", "X-API-Key: after-junk",
+                    "https://127.0.0.1:%d/limit" % self.tls_port])
+        self.assertEqual(r.stdout, "200", r.stderr)
+        self.assertAlive(self.d)
+
+    def test_h2load_all_2xx(self):
+        r = h.run_cmd(["h2load", "-n", "200", "-c", "2", "-m", "10", "-H", "X-API-Key: bulk-key",
+                       "http://127.0.0.1:%d/limit" % self.port], timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", r.stdout)
+        self.assertIsNotNone(m, r.stdout)
+        self.assertEqual(tuple(map(int, m.groups())), (200, 0, 0, 0), r.stdout)
+        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", r.stdout)
+        self.assertEqual(int(m.group(4)), 200, r.stdout)
+        self.assertIn("h2c", r.stdout)
+        self.assertAlive(self.d)
+
+    def test_h2load_over_tls(self):
+        r = h.run_cmd(["h2load", "-n", "100", "-c", "2", "-m", "5", "-H", "X-API-Key: bulk-key",
+                       "https://127.0.0.1:%d/limit" % self.tls_port], timeout=30)
+        m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", r.stdout)
+        self.assertIsNotNone(m, r.stdout + r.stderr)
+        self.assertEqual(tuple(map(int, m.groups())), (100, 0, 0, 0), r.stdout)
+        self.assertRegex(r.stdout, r"Application protocol: h2", r.stdout)
+
+
+if __name__ == "__main__":
+    h.main()

@@ -1,0 +1,329 @@
+"""
+The HTTP contract of /limit and the admin endpoints, with the local (in-process) backend, and the
+command line (--check-config, --version, --help, unknown flags). No memcached is needed here.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rlharness as h  # noqa: E402
+
+REQUIRED_TOOLS = ("memcached", "curl")
+
+
+def unique(prefix="k"):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
+
+
+class LimitApiTest(h.RLTestCase):
+    def setUp(self):
+        super().setUp()
+        self.d = self.daemon()
+        self.c = self.d.client()
+        self.addCleanup(self.c.close)
+
+    def burst(self, n, key_prefix="k", method="GET"):
+        """n requests for a fresh key, all inside one window (retries on a boundary crossing).
+        Returns (key, [Response])."""
+        for _ in range(4):
+            key = unique(key_prefix)
+            h.wait_fresh_second(0.15)
+            rs = [self.c.limit(key, method) for _ in range(n)]
+            windows = {r.json["window"] for r in rs if r.body}
+            if len(windows) == 1:
+                return key, rs
+        self.fail("could not fit %d requests into one window" % n)
+
+    def check_decision(self, r, allowed, limit, remaining, tier="default"):
+        self.assertEqual(r.status, 200 if allowed else 429, r)
+        self.assertEqual(r.header("RateLimit-Policy"), '"%s";q=%d;w=1' % (tier, limit), r)
+        rl = h.parse_ratelimit(r.header("RateLimit"))
+        self.assertIsNotNone(rl, "RateLimit header malformed: %r" % r.header("RateLimit"))
+        self.assertEqual(rl[0], tier, r)
+        self.assertEqual(rl[1], remaining, r)
+        self.assertTrue(0 <= rl[2] <= 1, "t= must be the whole seconds to reset (0..1): %r" % (r,))
+        self.assertIn("application/json", r.header("Content-Type", ""), r)
+        body = r.json
+        self.assertIs(body["allowed"], allowed, r)
+        self.assertEqual(body["limit"], limit, r)
+        self.assertEqual(body["remaining"], remaining, r)
+        self.assertIsInstance(body["window"], int)
+        self.assertTrue(abs(body["window"] - time.time()) < 3, "window %r is not the current Unix second" % body)
+        self.assertIsInstance(body["reset_ms"], int)
+        self.assertTrue(0 <= body["reset_ms"] <= 1000, body)
+        if not allowed:
+            ra = r.header("Retry-After")
+            self.assertIsNotNone(ra, "429 without Retry-After: %r" % r)
+            self.assertRegex(ra.strip(), r"^\d+$", "Retry-After must be whole seconds")
+            self.assertGreaterEqual(int(ra), 1)
+
+    def test_under_limit_200_counts_down_then_11th_is_429(self):
+        key, rs = self.burst(11)
+        t_before = time.time()
+        for i, r in enumerate(rs[:10]):
+            self.check_decision(r, True, 10, 9 - i)
+        self.check_decision(rs[10], False, 10, 0)
+        self.assertEqual(rs[10].json["window"], rs[0].json["window"])
+        self.assertLessEqual(rs[0].json["window"], int(t_before))
+        # a 12th in the same window is still 429 (answered by the deny cache)
+        r12 = self.c.limit(key)
+        if r12.json["window"] == rs[0].json["window"]:
+            self.check_decision(r12, False, 10, 0)
+
+    def test_next_window_admits_again(self):
+        key, rs = self.burst(11)
+        self.assertEqual(rs[10].status, 429)
+        w = rs[0].json["window"]
+        while int(time.time()) <= w:
+            time.sleep(0.05)
+        r = self.c.limit(key)
+        self.check_decision(r, True, 10, 9)
+        self.assertGreater(r.json["window"], w)
+
+    def test_premium_and_free_tier_policy_names(self):
+        r = self.c.limit("premium-key-1")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("RateLimit-Policy"), '"premium";q=100;w=1')
+        rl = h.parse_ratelimit(r.header("RateLimit"))
+        self.assertEqual(rl[0], "premium")
+        self.assertEqual(r.json["limit"], 100)
+        self.assertTrue(90 <= r.json["remaining"] <= 99, r)
+        _, rs = self.burst(12, "prem")
+        # unlisted keys use the default limit and the policy name "default"
+        self.assertEqual([x.status for x in rs], [200] * 10 + [429] * 2)
+
+    def test_premium_key_allows_100_per_window(self):
+        for _ in range(4):
+            h.wait_fresh_second(0.1)
+            rs = [self.c.limit("premium-key-1") for _ in range(101)]
+            if len({x.json["window"] for x in rs}) == 1:
+                break
+        else:
+            self.fail("101 requests did not fit one window")
+        self.assertEqual([x.status for x in rs], [200] * 100 + [429], [x.json for x in rs[-3:]])
+        self.check_decision(rs[99], True, 100, 0, tier="premium")
+        self.check_decision(rs[100], False, 100, 0, tier="premium")
+
+    def test_get_post_head_all_count(self):
+        for _ in range(4):
+            key = unique("m")
+            h.wait_fresh_second(0.15)
+            r1 = self.c.limit(key, "GET")
+            r2 = self.c.limit(key, "POST")
+            r3 = self.c.limit(key, "HEAD")
+            r4 = self.c.limit(key, "GET")
+            if r1.json["window"] == r4.json["window"]:
+                break
+        self.check_decision(r1, True, 10, 9)
+        self.check_decision(r2, True, 10, 8)
+        self.assertEqual(r3.status, 200)
+        self.assertEqual(r3.body, b"", "HEAD must have no body")
+        self.assertEqual(h.parse_ratelimit(r3.header("RateLimit"))[1], 7, r3)
+        self.assertEqual(r3.header("RateLimit-Policy"), '"default";q=10;w=1')
+        self.check_decision(r4, True, 10, 6)
+
+    def assertErrorJson(self, r, status):
+        self.assertEqual(r.status, status, r)
+        self.assertIn("application/json", r.header("Content-Type", ""), r)
+        body = r.json
+        self.assertIn("error", body, r)
+        self.assertIsInstance(body["error"], str)
+        self.assertTrue(body["error"])
+
+    def test_missing_or_empty_key_is_401(self):
+        self.assertErrorJson(self.c.limit(None), 401)
+        self.assertErrorJson(self.c.limit(""), 401)
+        self.assertErrorJson(self.c.limit(None, "POST"), 401)
+        # the connection is still usable afterwards
+        self.assertEqual(self.c.limit(unique()).status, 200)
+
+    def test_key_length_bounds(self):
+        k256 = ("a" * 240 + uuid.uuid4().hex)[:256]
+        self.assertEqual(len(k256), 256)
+        r = self.c.limit(k256)
+        self.check_decision(r, True, 10, 9)
+        self.assertErrorJson(self.c.limit(k256 + "b"), 400)
+        self.assertErrorJson(self.c.limit("x" * 1000), 400)
+
+    def test_key_with_forbidden_bytes_is_400(self):
+        self.assertErrorJson(self.c.limit("has space"), 400)
+        self.assertErrorJson(self.c.limit("tab\there"), 400)
+        # bytes http.client would mangle or refuse go out on a raw socket
+        for bad in (b"del\x7fkey", b"high\x80byte", b"\xc3\xa9t\xc3\xa9"):
+            req = b"GET /limit HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: " + bad + b"\r\nConnection: close\r\n\r\n"
+            buf, _ = h.raw_exchange(self.d.port, req)
+            self.assertEqual(h.parse_raw_status(buf), 400, "key %r: %r" % (bad, buf[:200]))
+        self.assertEqual(self.c.limit(unique()).status, 200)
+        self.assertAlive(self.d)
+
+    def test_printable_ascii_key_is_accepted(self):
+        key = "".join(chr(c) for c in range(0x21, 0x7F)) + uuid.uuid4().hex
+        self.assertEqual(self.c.limit(key).status, 200)
+
+    def test_admin_endpoints_and_unknown_paths(self):
+        r = self.c.get("/healthz")
+        self.assertEqual(r.status, 200)
+        r = self.c.get("/readyz")
+        self.assertEqual(r.status, 200)
+        r = self.c.get("/metrics")
+        self.assertEqual(r.status, 200)
+        self.assertTrue((r.header("Content-Type") or "").startswith("text/plain"), r.headers)
+        h.Metrics(r.body.decode())  # parses as Prometheus text
+        self.assertIn("ratelimitd_requests_total", r.body.decode())
+        self.assertEqual(self.c.get("/nope").status, 404)
+        self.assertEqual(self.c.request("GET", "/limit/extra", {"X-API-Key": "a"}).status, 404)
+        for method in ("PUT", "DELETE", "PATCH"):
+            r = self.c.request(method, "/limit", {"X-API-Key": unique()})
+            self.assertEqual(r.status, 405, "%s /limit: %r" % (method, r))
+            allow = r.header("Allow") or ""
+            self.assertIn("GET", allow, "405 should list allowed methods in Allow: %r" % r)
+        # still serving on the same connection
+        self.assertEqual(self.c.limit(unique()).status, 200)
+
+
+class ConfigVariantsTest(h.RLTestCase):
+    def test_unknown_keys_reject_gives_403_for_unlisted_keys(self):
+        port = h.free_port()
+        cfg = h.base_config(port)
+        cfg["limits"]["unknown_keys"] = "reject"
+        cfg["limits"]["keys"]["listed-free"] = "free"
+        d = self.daemon(cfg, port=port)
+        c = d.client()
+        self.addCleanup(c.close)
+        r = c.limit("stranger")
+        self.assertEqual(r.status, 403, r)
+        self.assertIn("error", r.json)
+        r = c.limit("premium-key-1")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("RateLimit-Policy"), '"premium";q=100;w=1')
+        r = c.limit("listed-free")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("RateLimit-Policy"), '"free";q=10;w=1')
+        # 401/400 still win over 403
+        self.assertEqual(c.limit(None).status, 401)
+        self.assertEqual(c.limit("a b").status, 400)
+
+    def test_custom_api_key_header(self):
+        port = h.free_port()
+        cfg = h.base_config(port, api_key_header="X-Client-Token")
+        d = self.daemon(cfg, port=port)
+        c = d.client()
+        self.addCleanup(c.close)
+        h.wait_fresh_second(0.2)
+        r1 = c.limit("abc", header="X-Client-Token")
+        self.assertEqual(r1.status, 200, r1)
+        r = c.limit("abc", header="x-client-token")  # header names are case-insensitive
+        self.assertEqual(r.status, 200, r)
+        if r.json["window"] == r1.json["window"]:
+            self.assertEqual(r.json["remaining"], 8, r)
+        r = c.limit("abc", header="X-API-Key")  # the default header is not consulted any more
+        self.assertEqual(r.status, 401, r)
+
+
+def find_pos(text, line_contains, token):
+    """1-based (line, column) of `token` on the first line containing `line_contains`."""
+    for i, line in enumerate(text.splitlines()):
+        if line_contains in line:
+            return i + 1, line.index(token) + 1
+    raise AssertionError("no line with %r" % line_contains)
+
+
+class CommandLineTest(h.RLTestCase):
+    def run_bin(self, *args, timeout=10):
+        return h.run_cmd([h.rl_binary()] + list(args), timeout=timeout)
+
+    def test_check_config_ok(self):
+        port = h.free_port()
+        path = os.path.join(self.tmpdir, "good.yaml")
+        with open(path, "w") as f:
+            f.write(h.to_yaml(h.base_config(port, ["127.0.0.1:%d" % h.free_port()])))
+        t0 = time.monotonic()
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(r.stdout.strip(), "ok", r)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertFalse(h.port_accepts(port), "--check-config must not listen")
+        r = self.run_bin("-c", path, "--check-config")
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "ok"), r)
+
+    def test_check_config_reports_every_error_with_line_and_column(self):
+        port = h.free_port()
+        text = ("listen:\n"
+                "  - address: 127.0.0.1\n"
+                "    port: %d\n"
+                "limits:\n"
+                "  default: ten\n"
+                "  bogus_field: 1\n"
+                "  tiers:\n"
+                "    gold: 0\n"
+                "backend:\n"
+                "  timeout_ms: 99999999\n" % port)
+        path = os.path.join(self.tmpdir, "bad.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        # bind the port ourselves: a daemon that tried to listen would fail, or block
+        with socket.socket() as guard:
+            guard.bind((h.HOST, port))
+            guard.listen(1)
+            r = self.run_bin("--check-config", "-c", path)
+        self.assertEqual(r.returncode, 2, r)
+        out = r.stdout + r.stderr
+        self.assertNotIn("\nok", "\n" + r.stdout)
+        for line_contains, key_tok, val_tok in (("default: ten", "default", "ten"),
+                                                ("bogus_field", "bogus_field", "1"),
+                                                ("gold: 0", "gold", "0"),
+                                                ("timeout_ms", "timeout_ms", "99999999")):
+            ln, kcol = find_pos(text, line_contains, key_tok)
+            _, vcol = find_pos(text, line_contains, val_tok)
+            cands = ["%s:%d:%d" % (path, ln, kcol), "%s:%d:%d" % (path, ln, vcol)]
+            self.assertTrue(any(c in out for c in cands),
+                            "expected an error at %s (1-based line:column) in:\n%s" % (" or ".join(cands), out))
+
+    def test_check_config_yaml_syntax_error(self):
+        path = os.path.join(self.tmpdir, "syntax.yaml")
+        with open(path, "w") as f:
+            f.write("listen:\n  - port: 8080\nlimits: [unclosed\n")
+        r = self.run_bin("--check-config", "-c", path)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertRegex(r.stdout + r.stderr, r"%s:\d+:\d+" % path.replace(".", r"\."))
+
+    def test_check_config_missing_file(self):
+        path = os.path.join(self.tmpdir, "does-not-exist.yaml")
+        r = self.run_bin("--check-config", "-c", path)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("does-not-exist.yaml", r.stdout + r.stderr)
+
+    def test_run_with_bad_config_exits_nonzero_without_listening(self):
+        port = h.free_port()
+        path = os.path.join(self.tmpdir, "bad-run.yaml")
+        with open(path, "w") as f:
+            f.write("listen:\n  - port: %d\n    address: 127.0.0.1\nlimits:\n  default: -5\n" % port)
+        r = self.run_bin("-c", path, timeout=10)
+        self.assertNotEqual(r.returncode, 0, r)
+        self.assertIn("bad-run.yaml:5:", r.stdout + r.stderr)
+
+    def test_unknown_flag_prints_usage_and_exits_2(self):
+        r = self.run_bin("--definitely-not-a-flag")
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("usage", r.stderr.lower(), r)
+        r = self.run_bin("-Z")
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("usage", r.stderr.lower(), r)
+
+    def test_version_and_help(self):
+        r = self.run_bin("--version")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertRegex(r.stdout, r"\d+\.\d+")
+        r = self.run_bin("--help")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("--config", r.stdout)
+        self.assertIn("--check-config", r.stdout)
+
+
+if __name__ == "__main__":
+    h.main()

@@ -1,0 +1,241 @@
+"""
+Memcached nodes that misbehave: a fake node (garbage, truncated replies, silence, immediate close,
+a node that passes the probe but garbles increments) next to a real one; a real node stalled
+with SIGSTOP; a node restarted mid-window. The daemon never crashes or hangs, answers every
+decision within timeout_ms (+ slack) following on_failure, counts the bad node as unreachable and
+ejects it, and keeps counting exactly on the healthy node.
+"""
+
+import collections
+import os
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rlharness as h  # noqa: E402
+
+REQUIRED_TOOLS = ("memcached", "curl")
+TIMEOUT_MS = 100
+SLACK_S = 0.25  # scheduling slack for the Python client on a busy 2-CPU box
+BOUND_S = TIMEOUT_MS / 1000 + SLACK_S
+RSS_LIMIT_KB = 200 * 1024
+
+
+class Recorder:
+    """Keep-alive clients sending /limit over a key set in the background."""
+
+    def __init__(self, port, keys, clients=2, pause=0.002):
+        self.port, self.keys, self.pause = port, keys, pause
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.statuses = collections.Counter()
+        self.slow = []
+        self.errors = []
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def run(self, idx):
+        try:
+            c = h.Client(self.port, timeout=5)
+            n = idx
+            while not self.stop.is_set():
+                r = c.limit(self.keys[n % len(self.keys)])
+                n += 1
+                with self.lock:
+                    self.statuses[r.status] += 1
+                    if r.elapsed > BOUND_S:
+                        self.slow.append(round(r.elapsed, 3))
+                if self.pause:
+                    time.sleep(self.pause)
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            with self.lock:
+                self.errors.append(repr(e))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+        return self
+
+
+class FaultTest(h.RLTestCase):
+    def start_daemon(self, servers, on_failure="open", **backend):
+        port = h.free_port()
+        cfg = h.base_config(port, servers)
+        cfg["backend"].update({"on_failure": on_failure, "timeout_ms": TIMEOUT_MS, "failure_limit": 2,
+                               "retry_interval_ms": 300})
+        cfg["backend"].update(backend)
+        return self.daemon(cfg, port=port)
+
+    def exact_bursts(self, d, n_keys=10):
+        """Each of n_keys fresh keys gets 12 requests in one window: expects 10 x 200 + 2 x 429."""
+        c = d.client()
+        wrong = {}
+        try:
+            for i in range(n_keys):
+                for attempt in range(4):
+                    frac = time.time() % 1.0
+                    if frac > 0.8:
+                        time.sleep(1.0 - frac + 0.01)
+                    key = "exact-%d-%s" % (i, uuid.uuid4().hex[:8])
+                    rs = [c.limit(key) for _ in range(12)]
+                    if len({r.json.get("window") for r in rs}) == 1:
+                        break
+                st = [r.status for r in rs]
+                if st != [200] * 10 + [429] * 2:
+                    wrong[key] = st
+        finally:
+            c.close()
+        return wrong
+
+    def check_alive_and_small(self, d):
+        self.assertAlive(d)
+        self.assertEqual(h.http_get(d.port, "/healthz")[0], 200)
+        rss = d.rss_kb()
+        self.assertLess(rss, RSS_LIMIT_KB, "RSS %d kB" % rss)
+
+    def node_up(self, d, node):
+        return d.metrics().get("ratelimitd_backend_node_up", None, node=node.addr)
+
+    def test_fake_node_modes_with_on_failure_open(self):
+        for mode in ("garbage", "truncated", "silent", "close", "mn_ok"):
+            with self.subTest(mode=mode):
+                self.run_open_mode(mode)
+
+    def run_open_mode(self, mode):
+        (real,) = self.memcached(1)
+        fake = h.FakeMemcached(mode)
+        self.addCleanup(fake.stop)
+        d = self.start_daemon([real.addr, fake.addr], "open")
+        keys = ["%s-%02d" % (mode, i) for i in range(40)]
+        rec = Recorder(d.port, keys).start()
+        try:
+            time.sleep(1.5)
+        finally:
+            rec.finish()
+        self.assertFalse(rec.errors, rec.errors)
+        self.assertEqual(set(rec.statuses) - {200, 429}, set(), "%s: %r" % (mode, dict(rec.statuses)))
+        self.assertGreater(sum(rec.statuses.values()), 100)
+        self.assertFalse(rec.slow, "%s: decisions slower than timeout_ms + %.2fs: %r" % (mode, SLACK_S, rec.slow[:20]))
+        m = d.metrics()
+        # counted as unreachable: ejected (a node that fails its connect probe may never get an
+        # increment, so backend_errors_total can stay 0 for it; the ejection is what must show)
+        self.assertGreaterEqual(m.sum("ratelimitd_backend_ejections_total", node=fake.addr), 1,
+                                "%s: the bad node was never ejected; errors %r" %
+                                (mode, m.find("ratelimitd_backend_errors_total", node=fake.addr)))
+        self.assertEqual(m.sum("ratelimitd_backend_errors_total", node=real.addr), 0, mode)
+        self.assertEqual(self.node_up(d, real), 1, mode)
+        if mode != "mn_ok":  # that one passes the probe, so it may flap back in between failures
+            self.assertEqual(self.node_up(d, fake), 0, "%s: the bad node must be reported down" % mode)
+            wrong = self.exact_bursts(d)
+            self.assertFalse(wrong, "%s: with the bad node ejected, counting must be exact: %r" % (mode, wrong))
+        self.check_alive_and_small(d)
+        d.stop()
+        fake.stop()
+        real.kill()
+
+    def test_fake_silent_node_with_on_failure_closed(self):
+        (real,) = self.memcached(1)
+        fake = h.FakeMemcached("silent")
+        self.addCleanup(fake.stop)
+        d = self.start_daemon([real.addr, fake.addr], "closed")
+        rec = Recorder(d.port, ["closed-%02d" % i for i in range(40)]).start()
+        try:
+            time.sleep(1.5)
+        finally:
+            rec.finish()
+        self.assertFalse(rec.errors, rec.errors)
+        self.assertEqual(set(rec.statuses) - {200, 429, 503}, set(), dict(rec.statuses))
+        self.assertFalse(rec.slow, "decisions slower than timeout_ms + slack: %r" % rec.slow[:20])
+        self.assertTrue(h.wait_until(lambda: self.node_up(d, fake) == 0, 2.0), "silent node not reported down")
+        self.assertEqual(h.http_get(d.port, "/readyz")[0], 200, "one node answers: ready")
+        # each of the 2 loop threads keeps its own ring: let the slower one eject it too
+        h.wait_until(lambda: d.metrics().sum("ratelimitd_backend_ejections_total", node=fake.addr) >= 2, 3.0)
+        # ejected: its keys now live on the real node and are decided, not refused
+        c = d.client()
+        self.addCleanup(c.close)
+        statuses = collections.Counter(c.limit("moved-%d-%s" % (i, uuid.uuid4().hex[:6])).status for i in range(40))
+        self.assertEqual(statuses, {200: 40}, "keys of an ejected node must move to live nodes")
+        wrong = self.exact_bursts(d)
+        self.assertFalse(wrong, wrong)
+        self.check_alive_and_small(d)
+
+    def test_sigstop_node_under_load_then_sigcont(self):
+        nodes = self.memcached(2)
+        stalled = nodes[0]
+        d = self.start_daemon([n.addr for n in nodes], "open")
+        rec = Recorder(d.port, ["stall-%02d" % i for i in range(40)]).start()
+        try:
+            time.sleep(0.5)
+            stalled.pause()
+            self.assertTrue(h.wait_until(lambda: self.node_up(d, stalled) == 0, 2.0),
+                            "a stalled node must be ejected: %r" % d.metrics().find("ratelimitd_backend_node_up"))
+            time.sleep(0.5)
+            stalled.resume()
+            up = h.wait_until(lambda: self.node_up(d, stalled) == 1, 3.0)
+            time.sleep(0.3)
+        finally:
+            stalled.resume()
+            rec.finish()
+        self.assertTrue(up, "a resumed node must be re-admitted within 3 s")
+        self.assertFalse(rec.errors, rec.errors)
+        self.assertEqual(set(rec.statuses) - {200, 429}, set(), dict(rec.statuses))
+        self.assertFalse(rec.slow, "decisions slower than timeout_ms + slack while a node stalled: %r" % rec.slow[:20])
+        m = d.metrics()
+        self.assertGreaterEqual(m.sum("ratelimitd_backend_ejections_total", node=stalled.addr), 1)
+        self.assertGreaterEqual(m.sum("ratelimitd_backend_errors_total", node=stalled.addr, reason="timeout"), 1,
+                                m.find("ratelimitd_backend_errors_total", node=stalled.addr))
+        wrong = self.exact_bursts(d)
+        self.assertFalse(wrong, "after re-admission counting is exact again: %r" % wrong)
+        self.check_alive_and_small(d)
+
+    def test_sigstop_node_with_on_failure_closed_answers_503_in_time(self):
+        nodes = self.memcached(2)
+        d = self.start_daemon([n.addr for n in nodes], "closed")
+        rec = Recorder(d.port, ["stall-c-%02d" % i for i in range(40)]).start()
+        try:
+            time.sleep(0.3)
+            nodes[1].pause()
+            time.sleep(1.2)
+        finally:
+            nodes[1].resume()
+            rec.finish()
+        self.assertFalse(rec.errors, rec.errors)
+        self.assertEqual(set(rec.statuses) - {200, 429, 503}, set(), dict(rec.statuses))
+        self.assertFalse(rec.slow, rec.slow[:20])
+        self.check_alive_and_small(d)
+
+    def test_node_restarted_mid_window(self):
+        nodes = self.memcached(2)
+        d = self.start_daemon([n.addr for n in nodes], "open", failure_limit=5, retry_interval_ms=200)
+        rec = Recorder(d.port, ["restart-%02d" % i for i in range(40)]).start()
+        try:
+            time.sleep(0.5)
+            port = nodes[0].port
+            nodes[0].kill()
+            revived = h.Memcached(port=port).start()
+            self.nodes.append(revived)
+            time.sleep(1.5)
+        finally:
+            rec.finish()
+        self.assertFalse(rec.errors, rec.errors)
+        self.assertEqual(set(rec.statuses) - {200, 429}, set(), dict(rec.statuses))
+        self.assertTrue(h.wait_until(lambda: self.node_up(d, revived) == 1, 3.0))
+        c = d.client()
+        self.addCleanup(c.close)
+        self.assertTrue(h.wait_until(lambda: [c.limit("after-%s" % uuid.uuid4().hex) for _ in range(30)] and
+                                     revived.curr_items() > 0, 3.0, interval=0.1), "restarted node gets no keys")
+        wrong = self.exact_bursts(d, 6)
+        self.assertFalse(wrong, wrong)
+        self.check_alive_and_small(d)
+
+
+if __name__ == "__main__":
+    h.main()

@@ -1,0 +1,157 @@
+"""
+Losing and regaining a memcached node under load (on_failure: open). A SIGKILLed node causes no
+5xx; once ejected, its keys are counted exactly on the live nodes (not admitted uncounted); the
+metrics show it down and ejected; restarted on the same port it rejoins and takes keys again.
+"""
+
+import collections
+import os
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rlharness as h  # noqa: E402
+
+REQUIRED_TOOLS = ("memcached", "curl")
+
+
+class LoadGen:
+    """Background keep-alive clients over a key set, recording (status, elapsed)."""
+
+    def __init__(self, port, keys, clients=4):
+        self.port = port
+        self.keys = keys
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.statuses = collections.Counter()
+        self.errors = []
+        self.slowest = 0.0
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def run(self, idx):
+        try:
+            c = h.Client(self.port, timeout=5)
+            n = idx
+            while not self.stop.is_set():
+                r = c.limit(self.keys[n % len(self.keys)])
+                n += 1
+                with self.lock:
+                    self.statuses[r.status] += 1
+                    self.slowest = max(self.slowest, r.elapsed)
+                time.sleep(0.002)
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            with self.lock:
+                self.errors.append(repr(e))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+        return self
+
+
+def burst_exact(test, clients, key, n=12):
+    """n requests for `key` within one window; returns statuses (retries on a boundary)."""
+    for attempt in range(4):
+        k = "%s-%d" % (key, attempt)
+        frac = time.time() % 1.0
+        if frac > 0.8:
+            time.sleep(1.0 - frac + 0.01)
+        c = clients[hash(k) % len(clients)]
+        rs = [c.limit(k) for _ in range(n)]
+        if len({r.json.get("window") for r in rs}) == 1:
+            return k, rs
+    test.fail("could not fit a burst into one window")
+
+
+class NodeFailureTest(h.RLTestCase):
+    def test_kill_eject_count_on_live_nodes_then_rejoin(self):
+        nodes = self.memcached(3)
+        port = h.free_port()
+        cfg = h.base_config(port, [n.addr for n in nodes])
+        cfg["backend"].update({"on_failure": "open", "failure_limit": 2, "retry_interval_ms": 500,
+                               "timeout_ms": 50})
+        d = self.daemon(cfg, port=port)
+        victim = nodes[1]
+
+        keys = ["load-%02d" % i for i in range(30)]
+        load = LoadGen(port, keys).start()
+        try:
+            time.sleep(0.8)
+            victim.kill()
+            killed_at = time.monotonic()
+            time.sleep(1.5)
+        finally:
+            load.finish()
+        self.assertFalse(load.errors, load.errors)
+        self.assertAlive(d)
+        five_xx = {s: n for s, n in load.statuses.items() if s >= 500}
+        self.assertFalse(five_xx, "on_failure open must never answer 5xx: %r" % dict(load.statuses))
+        self.assertEqual(set(load.statuses) - {200, 429}, set(), dict(load.statuses))
+        self.assertGreater(sum(load.statuses.values()), 200, "load generator made too few requests")
+        self.assertLess(load.slowest, 0.05 + 0.3, "a decision took %.3fs with timeout_ms 50" % load.slowest)
+
+        # ejected within ~1 s of the kill
+        def victim_down():
+            return d.metrics().get("ratelimitd_backend_node_up", None, node=victim.addr) == 0
+
+        self.assertTrue(h.wait_until(victim_down, max(0.1, 1.0 - (time.monotonic() - killed_at)) + 1.0),
+                        "node_up for the killed node should be 0: %r" % d.metrics().find("ratelimitd_backend_node_up"))
+        m = d.metrics()
+        self.assertGreaterEqual(m.sum("ratelimitd_backend_ejections_total", node=victim.addr), 1,
+                                m.find("ratelimitd_backend_ejections_total"))
+        self.assertGreaterEqual(m.sum("ratelimitd_backend_errors_total", node=victim.addr), 1,
+                                m.find("ratelimitd_backend_errors_total"))
+        for n in (nodes[0], nodes[2]):
+            self.assertEqual(m.get("ratelimitd_backend_node_up", None, node=n.addr), 1)
+
+        # with the node ejected, every key is counted exactly on the two live nodes
+        clients = [d.client(), d.client()]
+        self.addCleanup(lambda: [c.close() for c in clients])
+        before = d.metrics().get("ratelimitd_requests_total", 0, decision="backend_error")
+        results = {}
+        for i in range(30):
+            k, rs = burst_exact(self, clients, "fresh-%02d-%s" % (i, uuid.uuid4().hex[:6]))
+            results[k] = [r.status for r in rs]
+        wrong = {k: v for k, v in results.items() if v != [200] * 10 + [429] * 2}
+        self.assertFalse(wrong, "after ejection each key must get exactly 10 x 200 then 429s: %r" % wrong)
+        after = d.metrics().get("ratelimitd_requests_total", 0, decision="backend_error")
+        self.assertEqual(after - before, 0, "no backend errors once the dead node is out of the ring")
+
+        # restart on the same port: it rejoins within ~3 s and gets keys again
+        revived = h.Memcached(port=victim.port).start()
+        self.nodes.append(revived)
+
+        def victim_up():
+            return d.metrics().get("ratelimitd_backend_node_up", None, node=victim.addr) == 1
+
+        self.assertTrue(h.wait_until(victim_up, 3.0), "restarted node not back up within 3 s: %r" %
+                        d.metrics().find("ratelimitd_backend_node_up"))
+
+        def victim_has_items():
+            for i in range(60):
+                clients[i % 2].limit("back-%d-%s" % (i, uuid.uuid4().hex[:6]))
+            return revived.curr_items() > 0
+
+        self.assertTrue(h.wait_until(victim_has_items, 3.0, interval=0.2),
+                        "restarted node received no counters")
+        # and counting is exact again with all three nodes
+        wrong = {}
+        for i in range(12):
+            k, rs = burst_exact(self, clients, "again-%02d-%s" % (i, uuid.uuid4().hex[:6]))
+            if [r.status for r in rs] != [200] * 10 + [429] * 2:
+                wrong[k] = [r.status for r in rs]
+        self.assertFalse(wrong, wrong)
+        self.assertAlive(d)
+
+
+if __name__ == "__main__":
+    h.main()

@@ -1,0 +1,123 @@
+"""
+SIGHUP reloads the limits from the same file without dropping connections; a broken file is
+rejected with a log line and the old limits stay in force.
+"""
+
+import copy
+import os
+import signal
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rlharness as h  # noqa: E402
+
+REQUIRED_TOOLS = ("memcached", "curl")
+
+
+def fresh(prefix="r"):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:10])
+
+
+def reloads(d, result):
+    return d.metrics().get("ratelimitd_config_reloads_total", 0, result=result)
+
+
+class ReloadTest(h.RLTestCase):
+    def setUp(self):
+        super().setUp()
+        (self.mc,) = self.memcached(1)
+        self.port = h.free_port()
+        self.cfg = h.base_config(self.port, [self.mc.addr])
+        self.d = self.daemon(copy.deepcopy(self.cfg), port=self.port)
+        self.c = self.d.client()
+        self.addCleanup(self.c.close)
+
+    def limit_of(self, key):
+        r = self.c.limit(key)
+        self.assertIn(r.status, (200, 429), r)
+        return r.json["limit"], r.header("RateLimit-Policy")
+
+    def burst_statuses(self, n):
+        for _ in range(4):
+            key = fresh("b")
+            h.wait_fresh_second(0.15)
+            rs = [self.c.limit(key) for _ in range(n)]
+            if len({r.json["window"] for r in rs}) == 1:
+                return [r.status for r in rs]
+        self.fail("burst never fitted one window")
+
+    def test_sighup_applies_new_limits_on_the_same_connection(self):
+        self.assertEqual(self.limit_of(fresh()), (10, '"default";q=10;w=1'))
+        self.assertEqual(self.limit_of("premium-key-1"), (100, '"premium";q=100;w=1'))
+        ok_before = reloads(self.d, "ok")
+
+        new = copy.deepcopy(self.cfg)
+        new["limits"] = {"default": 3, "tiers": {"gold": 50, "premium": 100},
+                         "keys": {"gold-key": "gold"}}
+        self.d.write_config(new)
+        self.d.send_signal(signal.SIGHUP)
+        applied = h.wait_until(lambda: self.limit_of(fresh())[0] == 3, 3.0)
+        self.assertTrue(applied, "default limit did not become 3 after SIGHUP\n" + self.d.log_tail())
+        # same http.client connection (auto_open off: a dropped connection would raise)
+        self.assertEqual(self.burst_statuses(4), [200, 200, 200, 429])
+        self.assertEqual(self.limit_of("gold-key"), (50, '"gold";q=50;w=1'))
+        # a key no longer listed falls back to the default
+        self.assertEqual(self.limit_of("premium-key-1"), (3, '"default";q=3;w=1'))
+        self.assertEqual(reloads(self.d, "ok") - ok_before, 1)
+        # backend settings untouched: still counted in memcached
+        self.assertEqual(self.d.metrics().get("ratelimitd_backend_node_up", None, node=self.mc.addr), 1)
+        self.assertAlive(self.d)
+
+    def test_broken_file_keeps_old_limits(self):
+        new = copy.deepcopy(self.cfg)
+        new["limits"]["default"] = 4
+        self.d.write_config(new)
+        self.d.send_signal(signal.SIGHUP)
+        self.assertTrue(h.wait_until(lambda: self.limit_of(fresh())[0] == 4, 3.0), self.d.log_tail())
+
+        log_len = len(self.d.log())
+        rejected_before = reloads(self.d, "rejected")
+        self.d.write_config("limits:\n  default: -1\n  tiers: {gold: [1, 2]}\nnot_a_field: true\n")
+        self.d.send_signal(signal.SIGHUP)
+        self.assertTrue(h.wait_until(lambda: reloads(self.d, "rejected") > rejected_before, 3.0),
+                        "reload of a broken file not reported as rejected\n" + self.d.log_tail())
+        self.assertAlive(self.d)
+        new_log = self.d.log()[log_len:]
+        self.assertTrue(new_log.strip(), "a rejected reload must log a line")
+        self.assertIn(os.path.basename(self.d.conf_path), new_log, "the log should name the file and position")
+        self.assertRegex(new_log, r"%s:\d+:\d+" % os.path.basename(self.d.conf_path).replace(".", r"\."))
+        # old limits (4) stay, same connection
+        self.assertEqual(self.limit_of(fresh())[0], 4)
+        self.assertEqual(self.burst_statuses(5), [200] * 4 + [429])
+
+        # an unparseable file, and a file that vanished, are rejected too
+        self.d.write_config("limits: [unclosed\n")
+        self.d.send_signal(signal.SIGHUP)
+        os.unlink(self.d.conf_path)
+        self.d.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertAlive(self.d)
+        self.assertEqual(self.limit_of(fresh())[0], 4)
+
+    def test_many_sighups_while_serving(self):
+        clients = [self.d.client() for _ in range(3)]
+        self.addCleanup(lambda: [c.close() for c in clients])
+        for i in range(20):
+            new = copy.deepcopy(self.cfg)
+            new["limits"]["default"] = 5 + (i % 2)
+            self.d.write_config(new)
+            self.d.send_signal(signal.SIGHUP)
+            for c in clients:
+                r = c.limit(fresh())
+                self.assertEqual(r.status, 200, r)
+                self.assertIn(r.json["limit"], (5, 6, 10))
+            time.sleep(0.02)
+        time.sleep(0.3)
+        self.assertEqual(self.limit_of(fresh())[0], 6)
+        self.assertAlive(self.d)
+
+
+if __name__ == "__main__":
+    h.main()

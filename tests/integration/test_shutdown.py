@@ -1,0 +1,133 @@
+"""
+SIGTERM/SIGINT: stop accepting, /readyz 503, finish in-flight decisions, exit 0 within the grace
+period; nothing listens afterwards. Idle keep-alive connections do not hold the process.
+"""
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rlharness as h  # noqa: E402
+
+REQUIRED_TOOLS = ("memcached", "curl")
+GRACE_MS = 2000
+
+
+class ShutdownTest(h.RLTestCase):
+    def start(self, backend=None, **backend_opts):
+        port = h.free_port()
+        cfg = h.base_config(port, backend, shutdown_grace_ms=GRACE_MS)
+        if backend:
+            cfg["backend"].update(backend_opts)
+        return self.daemon(cfg, port=port)
+
+    def assertExitsZeroWithin(self, d, t0, limit_s):
+        rc = d.wait(max(0.1, limit_s - (time.monotonic() - t0)))
+        took = time.monotonic() - t0
+        self.assertIsNotNone(rc, "still running %.1fs after the signal (grace %d ms)\n%s" %
+                             (took, GRACE_MS, d.log_tail()))
+        self.assertEqual(rc, 0, "exit status after signal\n" + d.log_tail())
+        return took
+
+    def test_sigterm_with_requests_in_flight(self):
+        (mc,) = self.memcached(1)
+        d = self.start([mc.addr], timeout_ms=3000, on_failure="closed")
+        idle = d.client()
+        self.addCleanup(idle.close)
+        self.assertEqual(idle.get("/readyz").status, 200)
+        self.assertEqual(idle.limit("warm").status, 200)
+
+        # stall memcached so decisions are in flight when the signal arrives
+        mc.pause()
+        results = []
+        lock = threading.Lock()
+
+        def inflight(i):
+            try:
+                c = h.Client(d.port, timeout=10)
+                r = c.limit("inflight-%d" % i)
+                with lock:
+                    results.append(r.status)
+                c.close()
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    results.append(repr(e))
+
+        threads = [threading.Thread(target=inflight, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        # /readyz turns 503 at once (or this connection is closed: then it cannot be asked)
+        time.sleep(0.05)
+        try:
+            st = idle.get("/readyz").status
+            self.assertEqual(st, 503, "/readyz while draining")
+            print("readyz on a kept-alive connection while draining: %d" % st)
+        except (OSError, ConnectionError, h.http.client.HTTPException) as e:
+            print("readyz while draining: connection closed (%r)" % e)
+        # new connections are no longer served with decisions
+        try:
+            st, _, _ = h.http_get(d.port, "/limit", {"X-API-Key": "late"}, timeout=0.3)
+            self.assertNotEqual(st, 200, "a connection accepted after SIGTERM got a decision")
+        except (OSError, h.http.client.HTTPException):
+            pass
+        time.sleep(0.2)
+        mc.resume()  # the in-flight decisions can finish now
+        for t in threads:
+            t.join(10)
+        self.assertEqual(sorted(map(str, results)), ["200"] * 4, "in-flight requests must be answered")
+        took = self.assertExitsZeroWithin(d, t0, GRACE_MS / 1000 + 1)
+        self.assertFalse(h.port_accepts(d.port), "listener still open after exit")
+        print("drain with in-flight requests took %.2fs" % took)
+
+    def test_idle_keepalive_connection_does_not_hold_shutdown(self):
+        d = self.start()
+        clients = [d.client() for _ in range(5)]
+        self.addCleanup(lambda: [c.close() for c in clients])
+        for c in clients:
+            self.assertEqual(c.limit("idle").status, 200)
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        self.assertExitsZeroWithin(d, t0, GRACE_MS / 1000 + 1)
+        with self.assertRaises(OSError):
+            socket.create_connection((h.HOST, d.port), timeout=1).close()
+
+    def test_sigterm_quiet_exits_promptly(self):
+        d = self.start()
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        took = self.assertExitsZeroWithin(d, t0, GRACE_MS / 1000 + 1)
+        self.assertIn("SIGTERM", d.log())
+        self.assertFalse(h.port_accepts(d.port))
+        print("quiet SIGTERM exit took %.2fs" % took)
+
+    def test_sigint_exits_zero(self):
+        (mc,) = self.memcached(1)
+        d = self.start([mc.addr])
+        c = d.client()
+        self.addCleanup(c.close)
+        self.assertEqual(c.limit("x").status, 200)
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGINT)
+        self.assertExitsZeroWithin(d, t0, GRACE_MS / 1000 + 1)
+        self.assertFalse(h.port_accepts(d.port))
+
+    def test_grace_zero_exits_at_once(self):
+        port = h.free_port()
+        d = self.daemon(h.base_config(port, shutdown_grace_ms=0), port=port)
+        c = d.client()
+        self.addCleanup(c.close)
+        self.assertEqual(c.limit("x").status, 200)
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        self.assertExitsZeroWithin(d, t0, 1.0)
+
+
+if __name__ == "__main__":
+    h.main()
