@@ -225,12 +225,57 @@ fail:
     return NULL;
 }
 
+/* Tracks one accepted connection so a draining thread can half-close the idle ones. */
+typedef struct st_rl_connection_t {
+    h2o_linklist_t link;
+    rl_worker_t *worker;
+    h2o_socket_t *sock;
+} rl_connection_t;
+
 static void on_connection_close(void *data)
 {
-    rl_worker_t *worker = data;
+    rl_connection_t *conn = data;
+    rl_worker_t *worker = conn->worker;
+    h2o_linklist_unlink(&conn->link);
+    free(conn);
     --worker->connections;
     atomic_fetch_sub_explicit(&worker->server->connections, 1, memory_order_relaxed);
     rl_metrics_connection_closed(worker->metrics);
+}
+
+/* Returns false when the connection must be shed (over max_connections or out of memory). */
+static bool track_connection(rl_worker_t *worker, h2o_socket_t *sock)
+{
+    size_t open = atomic_fetch_add_explicit(&worker->server->connections, 1, memory_order_relaxed);
+    rl_connection_t *conn = malloc(sizeof(*conn));
+    if (conn == NULL || open >= worker->config->server.max_connections) {
+        atomic_fetch_sub_explicit(&worker->server->connections, 1, memory_order_relaxed);
+        free(conn);
+        return false;
+    }
+    *conn = (rl_connection_t){.worker = worker, .sock = sock};
+    h2o_linklist_insert(&worker->connection_list, &conn->link);
+    ++worker->connections;
+    rl_metrics_connection_opened(worker->metrics);
+    sock->on_close.cb = on_connection_close;
+    sock->on_close.data = conn;
+    return true;
+}
+
+/*
+ * h2o 2.2.5 has no call that closes idle HTTP/1.1 keep-alive connections on shutdown. Once no
+ * decision is in flight, shutting down the read side makes each connection see EOF at its
+ * next read: h2o then closes it through its own path (freeing its state), while a response
+ * still being written is not cut, because h2o does not read during a response.
+ */
+static void half_close_connections(rl_worker_t *worker)
+{
+    for (h2o_linklist_t *node = worker->connection_list.next; node != &worker->connection_list; node = node->next) {
+        rl_connection_t *conn = H2O_STRUCT_FROM_MEMBER(rl_connection_t, link, node);
+        int fd = h2o_socket_get_fd(conn->sock);
+        if (fd != -1)
+            shutdown(fd, SHUT_RD);
+    }
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -244,13 +289,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             return;
-        size_t open = atomic_fetch_add_explicit(&worker->server->connections, 1, memory_order_relaxed);
-        ++worker->connections;
-        rl_metrics_connection_opened(worker->metrics);
-        sock->on_close.cb = on_connection_close;
-        sock->on_close.data = worker;
-        if (open >= worker->config->server.max_connections) {
-            h2o_socket_close(sock); /* over max_connections: shed before any parsing */
+        if (!track_connection(worker, sock)) {
+            h2o_socket_close(sock); /* shed before any parsing */
             continue;
         }
         h2o_accept(accept_ctx, sock);
@@ -268,15 +308,26 @@ static void close_listeners(rl_worker_t *worker)
     }
 }
 
+/*
+ * Drain: wait for in-flight decisions, then half-close what is left and wait for the
+ * connections to go; stop at the latest when the grace period is over.
+ */
 static void on_drain_tick(h2o_timeout_entry_t *entry)
 {
     rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, drain_entry, entry);
     uint64_t elapsed = rl_now_mono_ms() - worker->drain_started_ms;
-    bool idle = worker->inflight == 0 && elapsed >= RL_DRAIN_MIN_MS;
-    if (idle || elapsed >= worker->config->shutdown_grace_ms) {
-        if (!idle)
-            rl_log_warn("server", "thread %zu: grace period over with %zu decisions in flight", worker->index,
-                        worker->inflight);
+    if (worker->inflight == 0 && elapsed >= RL_DRAIN_MIN_MS && !worker->half_closed) {
+        half_close_connections(worker);
+        worker->half_closed = true;
+    }
+    if (worker->half_closed && worker->connections == 0) {
+        worker->stopped = true;
+        return;
+    }
+    if (elapsed >= worker->config->shutdown_grace_ms) {
+        if (worker->inflight != 0 || worker->connections != 0)
+            rl_log_warn("server", "thread %zu: grace period over with %zu decisions in flight, %zu connections open",
+                        worker->index, worker->inflight, worker->connections);
         worker->stopped = true;
         return;
     }
@@ -333,6 +384,7 @@ static int worker_setup(rl_worker_t *worker)
     h2o_timeout_init(worker->ctx.loop, &worker->drain_timeout, RL_DRAIN_POLL_MS);
     worker->drain_entry = (h2o_timeout_entry_t){.cb = on_drain_tick};
     worker->num_listeners = n;
+    h2o_linklist_init_anchor(&worker->connection_list);
     for (size_t l = 0; l < n; ++l) {
         h2o_accept_ctx_t *accept_ctx = &worker->accept_ctxs[l];
         accept_ctx->ctx = &worker->ctx;
@@ -349,6 +401,7 @@ static int worker_setup(rl_worker_t *worker)
 
 static void worker_teardown(rl_worker_t *worker)
 {
+    h2o_loop_t *loop = worker->ctx.loop;
     close_listeners(worker);
     if (h2o_timeout_is_linked(&worker->drain_entry))
         h2o_timeout_unlink(&worker->drain_entry);
@@ -358,8 +411,22 @@ static void worker_teardown(rl_worker_t *worker)
     worker->deny_cache = NULL;
     rl_limits_release(worker->limits);
     worker->limits = NULL;
-    /* Connections still open after the grace period die with the process; h2o has no call to
-     * abort them, so the context and loop are left for exit() to reclaim. */
+    if (worker->connections != 0) {
+        /* h2o cannot abort a connection from outside; its memory goes with the process. */
+        rl_log_warn("server", "thread %zu: exiting with %zu connections still open", worker->index,
+                    worker->connections);
+        return;
+    }
+    h2o_multithread_unregister_receiver(worker->queue, &worker->receiver);
+    h2o_multithread_destroy_queue(worker->queue);
+    h2o_timeout_dispose(loop, &worker->drain_timeout);
+    /* h2o_context_request_shutdown() arms a one-second GOAWAY resend that h2o 2.2.5's
+     * h2o_context_dispose() does not disarm; with no connection left it has nothing to do. */
+    if (h2o_timeout_is_linked(&worker->ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&worker->ctx.http2._graceful_shutdown_timeout);
+    h2o_context_dispose(&worker->ctx);
+    h2o_evloop_run(loop, 0); /* frees sockets closed above */
+    h2o_evloop_destroy(loop);
 }
 
 static void *worker_main(void *arg)
@@ -432,11 +499,15 @@ void rl_server_shutdown(rl_server_t *server)
         send_message(&server->workers[w], RL_MSG_SHUTDOWN, NULL);
 }
 
-void rl_server_join(rl_server_t *server)
+size_t rl_server_join(rl_server_t *server)
 {
-    for (size_t w = 0; w < server->num_workers; ++w)
+    size_t left_open = 0;
+    for (size_t w = 0; w < server->num_workers; ++w) {
         pthread_join(server->workers[w].thread, NULL);
+        left_open += server->workers[w].connections;
+    }
     server->running = false;
+    return left_open;
 }
 
 void rl_server_destroy(rl_server_t *server)

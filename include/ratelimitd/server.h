@@ -44,10 +44,12 @@ typedef struct st_rl_worker_t {
     h2o_multithread_receiver_t receiver;
     h2o_timeout_t drain_timeout;
     h2o_timeout_entry_t drain_entry;
-    size_t inflight;    /* /limit requests waiting on the store */
-    size_t connections; /* open client connections on this thread */
+    size_t inflight;                /* /limit requests waiting on the store */
+    size_t connections;             /* open client connections on this thread */
+    h2o_linklist_t connection_list; /* their tracking records */
     uint64_t drain_started_ms;
     bool draining;
+    bool half_closed; /* idle connections were told to go */
     bool stopped;
 } rl_worker_t;
 
@@ -68,8 +70,12 @@ int rl_server_start(rl_server_t *server);
 void rl_server_reload(rl_server_t *server, rl_limits_t *limits);
 /* Stop accepting, turn /readyz to 503, let in-flight requests finish, stop the threads. */
 void rl_server_shutdown(rl_server_t *server);
-/* Waits until every thread has stopped (at most shutdown_grace_ms after rl_server_shutdown). */
-void rl_server_join(rl_server_t *server);
+/*
+ * Waits until every thread has stopped (at most shutdown_grace_ms after rl_server_shutdown).
+ * Returns the number of client connections still open: h2o owns their memory and cannot
+ * abort them, so the caller must not tear the server down when it is not 0.
+ */
+size_t rl_server_join(rl_server_t *server);
 /* After join. Accepts NULL. */
 void rl_server_destroy(rl_server_t *server);
 
