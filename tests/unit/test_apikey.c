@@ -71,7 +71,7 @@ static const rl_hash_secret_t reference_key = {
 
 static void check_vector(size_t len, const uint8_t expected[16])
 {
-    char msg[64];
+    char msg[64] = {0};
     for (size_t i = 0; i != len; ++i)
         msg[i] = (char)i;
     rl_keyhash_t out;
