@@ -1,6 +1,7 @@
 /*
  * Shared answer builders, so every endpoint sends the same headers and error format.
- * Bodies are copied into the request pool by h2o_send_inline; nothing here allocates on the heap.
+ * Bodies are copied into the request pool by h2o_send_inline, or already live there
+ * (rl_reply_json_pooled, the decision path); nothing here allocates on the heap.
  */
 #include <stdio.h>
 #include <string.h>
@@ -8,14 +9,31 @@
 
 #define RL_ERROR_BODY_MAX 160
 
-void rl_reply_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
+static void set_json_head(h2o_req_t *req, int status, const char *reason, size_t len)
 {
     req->res.status = status;
     req->res.reason = reason;
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+}
+
+void rl_reply_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
+{
+    set_json_head(req, status, reason, len);
     h2o_send_inline(req, body, len);
+}
+
+void rl_reply_json_pooled(h2o_req_t *req, int status, const char *reason, h2o_iovec_t body)
+{
+    /* A generator without callbacks: the whole body goes out in the one final h2o_send(). */
+    static h2o_generator_t generator = {NULL, NULL};
+    set_json_head(req, status, reason, body.len);
+    h2o_start_response(req, &generator);
+    if (h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD")))
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+    else
+        h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
 }
 
 void rl_reply_error(h2o_req_t *req, int status, const char *reason, const char *message)

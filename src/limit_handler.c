@@ -8,16 +8,14 @@
  * a client that disconnects mid-decision cancels the store callback instead of leaving it
  * pointing at freed memory.
  */
-#include <inttypes.h>
+#include <assert.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include "ratelimitd/error.h"
 #include "ratelimitd/http_reply.h"
 #include "ratelimitd/log.h"
 #include "ratelimitd/server.h"
-
-#define RL_BODY_MAX 160
-#define RL_FIELD_MAX 96
 
 typedef struct st_rl_decision_ctx_t {
     h2o_req_t *req; /* NULL once answered or cancelled */
@@ -39,31 +37,90 @@ static void count(rl_worker_t *worker, rl_outcome_t outcome)
 }
 
 /* Sends the SPEC's decision answer: rate-limit fields, Retry-After on 429, JSON body. */
+/* Appends helpers for the decision text: no printf on the hot path, every length bounded. */
+static char *put_bytes(char *p, const char *s, size_t len)
+{
+    memcpy(p, s, len);
+    return p + len;
+}
+
+static char *put_uint(char *p, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n != 0)
+        *p++ = digits[--n];
+    return p;
+}
+
+static char *put_int(char *p, int64_t v)
+{
+    if (v < 0) {
+        *p++ = '-';
+        return put_uint(p, (uint64_t)0 - (uint64_t)v);
+    }
+    return put_uint(p, (uint64_t)v);
+}
+
+/* `"<policy>";` */
+static char *put_policy(char *p, const rl_limit_t *limit)
+{
+    *p++ = '"';
+    p = put_bytes(p, limit->policy, limit->policy_len);
+    return put_bytes(p, H2O_STRLIT("\";"));
+}
+
+/* One pool block holds every header value and the body; tier names are at most 64 bytes. */
+#define RL_DECISION_TEXT_MAX (2 * (64 + 48) + 24 + 160)
+
+/* Sends the SPEC's decision answer: rate-limit fields, Retry-After on 429, JSON body. */
 static void send_decision(h2o_req_t *req, const rl_limit_t *limit, const rl_window_t *window,
                           const rl_decision_t *decision)
 {
-    char field[RL_FIELD_MAX], body[RL_BODY_MAX];
-    unsigned reset_s = (window->reset_ms + 999) / 1000;
-    int len = snprintf(field, sizeof(field), "\"%.*s\";q=%" PRIu32 ";w=1", (int)limit->policy_len, limit->policy,
-                       decision->limit);
-    add_header(req, H2O_STRLIT("ratelimit-policy"), h2o_strdup(&req->pool, field, (size_t)len).base, (size_t)len);
-    len = snprintf(field, sizeof(field), "\"%.*s\";r=%" PRIu32 ";t=%u", (int)limit->policy_len, limit->policy,
-                   decision->remaining, reset_s);
-    add_header(req, H2O_STRLIT("ratelimit"), h2o_strdup(&req->pool, field, (size_t)len).base, (size_t)len);
+    char *text = h2o_mem_alloc_pool(&req->pool, RL_DECISION_TEXT_MAX), *p = text, *start;
+
+    start = p;
+    p = put_policy(p, limit);
+    p = put_bytes(p, H2O_STRLIT("q="));
+    p = put_uint(p, decision->limit);
+    p = put_bytes(p, H2O_STRLIT(";w=1"));
+    add_header(req, H2O_STRLIT("ratelimit-policy"), start, (size_t)(p - start));
+
+    start = p;
+    p = put_policy(p, limit);
+    p = put_bytes(p, H2O_STRLIT("r="));
+    p = put_uint(p, decision->remaining);
+    p = put_bytes(p, H2O_STRLIT(";t="));
+    p = put_uint(p, (window->reset_ms + 999) / 1000);
+    add_header(req, H2O_STRLIT("ratelimit"), start, (size_t)(p - start));
+
     if (!decision->allowed) {
-        len = snprintf(field, sizeof(field), "%" PRIu32, decision->retry_after);
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
-                       h2o_strdup(&req->pool, field, (size_t)len).base, (size_t)len);
+        start = p;
+        p = put_uint(p, decision->retry_after);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, start, (size_t)(p - start));
     }
-    len = snprintf(body, sizeof(body),
-                   "{\"allowed\":%s,\"limit\":%" PRIu32 ",\"remaining\":%" PRIu32 ",\"window\":%" PRId64
-                   ",\"reset_ms\":%" PRIu32 "}",
-                   decision->allowed ? "true" : "false", decision->limit, decision->remaining, window->window,
-                   window->reset_ms);
+
+    start = p;
+    p = decision->allowed ? put_bytes(p, H2O_STRLIT("{\"allowed\":true,\"limit\":"))
+                          : put_bytes(p, H2O_STRLIT("{\"allowed\":false,\"limit\":"));
+    p = put_uint(p, decision->limit);
+    p = put_bytes(p, H2O_STRLIT(",\"remaining\":"));
+    p = put_uint(p, decision->remaining);
+    p = put_bytes(p, H2O_STRLIT(",\"window\":"));
+    p = put_int(p, window->window);
+    p = put_bytes(p, H2O_STRLIT(",\"reset_ms\":"));
+    p = put_uint(p, window->reset_ms);
+    *p++ = '}';
+    assert((size_t)(p - text) <= RL_DECISION_TEXT_MAX);
+    h2o_iovec_t body = h2o_iovec_init(start, (size_t)(p - start));
     if (decision->allowed)
-        rl_reply_json(req, 200, "OK", body, (size_t)len);
+        rl_reply_json_pooled(req, 200, "OK", body);
     else
-        rl_reply_json(req, 429, "Too Many Requests", body, (size_t)len);
+        rl_reply_json_pooled(req, 429, "Too Many Requests", body);
 }
 
 static void answer_backend_failure(rl_worker_t *worker, h2o_req_t *req, const rl_limit_t *limit,

@@ -10,6 +10,8 @@
 
 /* Sends `body` (copied) as a complete application/json answer; HEAD gets headers only. */
 void rl_reply_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
+/* Same, for a body already in the request's pool (not copied). */
+void rl_reply_json_pooled(h2o_req_t *req, int status, const char *reason, h2o_iovec_t body);
 /* Sends {"error":"<message>"}; `message` is a fixed string without quotes or backslashes. */
 void rl_reply_error(h2o_req_t *req, int status, const char *reason, const char *message);
 /* 405 with an Allow header listing `allow`. */
