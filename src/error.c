@@ -26,7 +26,7 @@ _Static_assert(sizeof(descriptions) / sizeof(descriptions[0]) == RL_ERR__COUNT, 
 
 const char *rl_strerror(int code)
 {
-    if (code > 0 || -code >= RL_ERR__COUNT || descriptions[-code] == NULL)
+    if (code > 0 || code <= -RL_ERR__COUNT || descriptions[-code] == NULL)
         return "unknown error";
     return descriptions[-code];
 }

@@ -188,8 +188,7 @@ static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_
         rl_reply_error(req, 431, "Request Header Fields Too Large", "request headers too large");
         return true;
     }
-    const char *name = worker->config->api_key_header;
-    ssize_t at = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    ssize_t at = h2o_find_header_by_str(&req->headers, worker->api_key_header.base, worker->api_key_header.len, -1);
     *key = at == -1 ? h2o_iovec_init(NULL, 0) : req->headers.entries[at].value;
     switch (rl_apikey_validate(key->base, key->len)) {
     case RL_OK:
@@ -211,10 +210,13 @@ static void count_in_store(rl_worker_t *worker, h2o_req_t *req, const rl_limit_t
 {
     rl_decision_ctx_t *ctx = h2o_mem_alloc_shared(&req->pool, sizeof(*ctx), on_decision_dispose);
     *ctx = (rl_decision_ctx_t){.req = req, .worker = worker, .limit = *limit, .window = *window, .hash = *hash};
+    /* The tier name belongs to the limits in force now; a SIGHUP may free them before the store
+     * answers, so the request keeps its own copy. */
+    ctx->limit.policy = h2o_strdup(&req->pool, limit->policy, limit->policy_len).base;
     char mckey[RL_MCKEY_MAX_LEN];
-    const char *prefix = worker->config->backend.key_prefix;
     rl_counter_key_t counter = {.hash = *hash, .window = window->window, .mckey = mckey};
-    counter.mckey_len = rl_mckey_format(mckey, sizeof(mckey), prefix, strlen(prefix), hash, window->window);
+    counter.mckey_len =
+        rl_mckey_format(mckey, sizeof(mckey), worker->key_prefix.base, worker->key_prefix.len, hash, window->window);
     ++worker->inflight;
     rl_store_incr(worker->store, &counter, on_counted, ctx, &ctx->op);
 }

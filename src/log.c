@@ -55,6 +55,8 @@ void rl_log(rl_log_level_t level, const char *module, const char *fmt, ...)
                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000, level_names[level], module);
     if (len < 0)
         return;
+    if ((size_t)len > sizeof(line) / 2)
+        len = (int)(sizeof(line) / 2); /* an absurd module name cannot push the message off the end */
     va_list args;
     va_start(args, fmt);
     int body = vsnprintf(line + len, sizeof(line) - (size_t)len - 1, fmt, args);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include "ratelimitd/config.h"
 #include "ratelimitd/error.h"
@@ -97,13 +98,39 @@ static int check_config(const char *path)
     return 0;
 }
 
+/* Logs every line of `text` as its own event, so multi-line error lists keep the one-line format. */
+static void log_each_line(rl_log_level_t level, const char *what, const char *text)
+{
+    if (text == NULL || *text == '\0') {
+        rl_log(level, "main", "%s", what);
+        return;
+    }
+    while (*text != '\0') {
+        const char *end = strchr(text, '\n');
+        int len = end != NULL ? (int)(end - text) : (int)strlen(text);
+        rl_log(level, "main", "%s: %.*s", what, len, text);
+        text += len + (end != NULL);
+    }
+}
+
+/* Lets max_connections be reached before the process runs out of descriptors. */
+static void raise_fd_limit(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == limit.rlim_max)
+        return;
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+        rl_log_warn("main", "cannot raise the open-file limit: %s", strerror(errno));
+}
+
 /* SIGHUP: only the limits change on a live server; a bad file leaves the old ones in force. */
 static void reload(rl_server_t *server, const char *path)
 {
     char *errors = NULL;
     rl_config_t *config = rl_config_load(path, &errors);
     if (config == NULL) {
-        rl_log_error("main", "reload rejected, old limits stay in force:\n%s", errors != NULL ? errors : "");
+        log_each_line(RL_LOG_ERROR, "reload rejected, old limits stay in force", errors);
         free(errors);
         rl_metrics_count_reload(rl_server_metrics(server), false);
         return;
@@ -163,6 +190,7 @@ static int run(const rl_options_t *options)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    raise_fd_limit();
     char err[512] = "";
     if ((limits = rl_limits_create(config)) == NULL) {
         rl_log_error("main", "out of memory");

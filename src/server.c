@@ -31,8 +31,13 @@
 
 #define RL_DENY_CACHE_SLOTS 65536
 #define RL_DRAIN_POLL_MS 20
-/* Lets responses written just before the drain leave the socket buffers. */
-#define RL_DRAIN_MIN_MS 50
+/*
+ * How long a drain waits before half-closing connections: h2o sends HTTP/2 clients a first
+ * GOAWAY at once and the final one (with the real last stream) a second later; half-closing
+ * before that would reset streams opened in between. Capped at half the grace period.
+ */
+#define RL_GOAWAY_RESEND_MS 1000
+#define RL_HALF_CLOSE_AFTER_MS (RL_GOAWAY_RESEND_MS + 100)
 
 typedef enum { RL_MSG_RELOAD, RL_MSG_SHUTDOWN } rl_message_kind_t;
 
@@ -162,7 +167,10 @@ static void init_globalconf(rl_server_t *server)
     server->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("ratelimitd"));
     server->globalconf.http1.req_timeout = config->server.idle_timeout_ms;
     server->globalconf.http2.idle_timeout = config->server.idle_timeout_ms;
-    server->globalconf.http2.graceful_shutdown_timeout = config->shutdown_grace_ms;
+    /* h2o re-sends GOAWAY after one second, then closes what is left after this long: keep
+     * that inside our own grace period. */
+    server->globalconf.http2.graceful_shutdown_timeout =
+        config->shutdown_grace_ms > RL_GOAWAY_RESEND_MS ? config->shutdown_grace_ms - RL_GOAWAY_RESEND_MS : 1;
     server->globalconf.handshake_timeout = config->server.idle_timeout_ms;
     server->globalconf.max_request_entity_size = 65536;
     h2o_hostconf_t *host = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
@@ -316,7 +324,10 @@ static void on_drain_tick(h2o_timeout_entry_t *entry)
 {
     rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, drain_entry, entry);
     uint64_t elapsed = rl_now_mono_ms() - worker->drain_started_ms;
-    if (worker->inflight == 0 && elapsed >= RL_DRAIN_MIN_MS && !worker->half_closed) {
+    uint64_t half_close_after = worker->config->shutdown_grace_ms / 2;
+    if (half_close_after > RL_HALF_CLOSE_AFTER_MS)
+        half_close_after = RL_HALF_CLOSE_AFTER_MS;
+    if (worker->inflight == 0 && elapsed >= half_close_after && !worker->half_closed) {
         half_close_connections(worker);
         worker->half_closed = true;
     }
@@ -452,6 +463,9 @@ int rl_server_start(rl_server_t *server)
         worker->config = server->config;
         worker->index = w;
         worker->secret = &server->secret;
+        worker->api_key_header = h2o_iovec_init(server->config->api_key_header, strlen(server->config->api_key_header));
+        worker->key_prefix =
+            h2o_iovec_init(server->config->backend.key_prefix, strlen(server->config->backend.key_prefix));
         rl_limits_retain(server->initial_limits);
         worker->limits = server->initial_limits;
     }

@@ -40,6 +40,8 @@ typedef struct st_rl_worker_t {
     rl_limits_t *limits; /* holds one reference */
     rl_metrics_thread_t *metrics;
     const rl_hash_secret_t *secret;
+    h2o_iovec_t api_key_header; /* from config, lower-case */
+    h2o_iovec_t key_prefix;     /* from config */
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t receiver;
     h2o_timeout_t drain_timeout;
