@@ -1,0 +1,64 @@
+"""A SIGHUP that lands while a decision waits on memcached must not free what that decision
+still uses (regression: the tier name lived in the old limits and was read after the reload
+freed them; under ASan the daemon aborted). The node is stalled with SIGSTOP so the decision
+stays pending across two reloads, then times out and is answered fail-open with its tier."""
+import os
+import signal
+import tempfile
+import threading
+import time
+import unittest
+
+import rlharness as h
+
+
+class ReloadInflightTest(unittest.TestCase):
+    def test_reload_while_a_decision_is_pending_keeps_its_tier(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            node = h.Memcached().start()
+            try:
+                d = h.Daemon(tmp, backend=["127.0.0.1:%d" % node.port])
+                cfg = h.base_config(d.port, ["127.0.0.1:%d" % node.port])
+                cfg["threads"] = 1
+                cfg["backend"].update({"timeout_ms": 1500, "failure_limit": 1000})
+                cfg["limits"] = {"default": 10, "tiers": {"gold-a": 50}, "keys": {"k1": "gold-a"}}
+                d.write_config(cfg)
+                d.start()
+                try:
+                    # Reload once so the worker holds limits that only it references.
+                    cfg["limits"]["tiers"] = {"gold-b": 50}
+                    cfg["limits"]["keys"] = {"k1": "gold-b"}
+                    d.write_config(cfg)
+                    d.send_signal(signal.SIGHUP)
+                    h.wait_until(lambda: "reloaded limits" in d.log(), 5)
+
+                    node.pause()
+                    result = {}
+
+                    def pending_request():
+                        result["r"] = d.client(timeout=10).limit("k1")
+
+                    t = threading.Thread(target=pending_request)
+                    t.start()
+                    time.sleep(0.3)  # the increment now waits on the stalled node
+                    cfg["limits"]["tiers"] = {"gold-c": 50}
+                    cfg["limits"]["keys"] = {"k1": "gold-c"}
+                    d.write_config(cfg)
+                    d.send_signal(signal.SIGHUP)  # frees the limits the pending decision came from
+                    t.join(10)
+                    self.assertFalse(t.is_alive(), "request never answered\n" + d.log_tail())
+                    r = result["r"]
+                    self.assertEqual(r.status, 200, d.log_tail())  # on_failure: open after timeout_ms
+                    self.assertEqual(r.header("RateLimit-Policy"), '"gold-b";q=50;w=1')
+                    self.assertTrue(d.alive(), "daemon died\n" + d.log_tail())
+                    node.resume()
+                    self.assertEqual(d.client().limit("k1").header("RateLimit-Policy"), '"gold-c";q=50;w=1')
+                finally:
+                    node.resume()
+                    self.assertEqual(d.stop(), 0, d.log_tail())
+            finally:
+                node.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
