@@ -23,7 +23,7 @@
 #include "ratelimitd/config.h"
 #include "ratelimitd/error.h"
 #include "ratelimitd/log.h"
-#include "config_yaml.h"
+#include "ratelimitd/config_yaml.h"
 
 /* Generous bounds that keep a hostile file from costing more than a moment to reject. */
 #define RL_CONFIG_MAX_FILE_BYTES (64u << 20)

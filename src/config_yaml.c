@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ratelimitd/error.h"
-#include "config_yaml.h"
+#include "ratelimitd/config_yaml.h"
 
 static int reserve(rl_cfg_errors_t *errors, size_t extra)
 {

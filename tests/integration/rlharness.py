@@ -321,11 +321,11 @@ def base_config(port, backend=None, **overrides):
         "listen": [{"address": HOST, "port": port}],
         "threads": 2,
         "limits": {"default": 10, "tiers": {"free": 10, "premium": 100}, "keys": {"premium-key-1": "premium"}},
-        "shutdown_grace_ms": 2000,
+        "shutdown_grace_ms": 600,  # quick clean exits in cleanup; test_shutdown sets its own
         "log_level": "info",
     }
     if backend is not None:
-        cfg["backend"] = {"type": "memcached", "servers": list(backend), "timeout_ms": 100,
+        cfg["backend"] = {"type": "memcached", "servers": list(backend), "timeout_ms": 1000,
                           "on_failure": "open", "key_prefix": "rl:", "key_hash_secret": "test-secret"}
     cfg.update(overrides)
     return cfg
@@ -485,10 +485,13 @@ class Client:
 
     def request(self, method, path, headers=None, body=None):
         t0 = time.monotonic()
+        wall0 = time.time()
         self.conn.request(method, path, body=body, headers=headers or {})
         r = self.conn.getresponse()
         data = r.read()
-        return Response(r.status, r.getheaders(), data, time.monotonic() - t0)
+        resp = Response(r.status, r.getheaders(), data, time.monotonic() - t0)
+        resp.sent_at, resp.received_at = wall0, time.time()
+        return resp
 
     def limit(self, key, method="GET", header=None):
         hdrs = {}
@@ -691,12 +694,18 @@ class RLTestCase(unittest.TestCase):
 
     def _cleanup(self):
         failed = self._failed()
+        sanitizer_reports = []
         for d in self.daemons:
             try:
                 d.stop(signal.SIGTERM, 5)
             except Exception:
                 pass
-            if failed:
+            log = d.log()
+            # memory errors and undefined behaviour reported by a sanitizer build fail any test;
+            # leaks at exit are the shutdown tests' business (they check the exit status)
+            if "ERROR: AddressSanitizer" in log or "runtime error:" in log:
+                sanitizer_reports.append(d.log_tail(120))
+            elif failed:
                 print("\n" + d.log_tail(80), file=sys.stderr)
         for m in self.nodes:
             try:
@@ -704,6 +713,8 @@ class RLTestCase(unittest.TestCase):
             except Exception:
                 pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if sanitizer_reports:
+            raise AssertionError("sanitizer report in ratelimitd's stderr:\n" + "\n".join(sanitizer_reports))
 
     def memcached(self, n=1):
         nodes = start_memcached_nodes(n)

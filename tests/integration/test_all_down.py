@@ -6,7 +6,6 @@ on_failure open: /limit 200 (admitted, uncounted) and the error is counted.
 
 import os
 import sys
-import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

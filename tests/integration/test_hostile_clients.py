@@ -11,7 +11,6 @@ import re
 import socket
 import struct
 import sys
-import threading
 import time
 import uuid
 

@@ -4,7 +4,7 @@ command line (--check-config, --version, --help, unknown flags). No memcached is
 """
 
 import os
-import signal
+import re
 import socket
 import sys
 import time
@@ -56,6 +56,11 @@ class LimitApiTest(h.RLTestCase):
         self.assertTrue(abs(body["window"] - time.time()) < 3, "window %r is not the current Unix second" % body)
         self.assertIsInstance(body["reset_ms"], int)
         self.assertTrue(0 <= body["reset_ms"] <= 1000, body)
+        # window and reset_ms place the decision between sending and receiving (same host clock)
+        decided_ms = (body["window"] + 1) * 1000 - body["reset_ms"]
+        self.assertTrue(r.sent_at * 1000 - 50 <= decided_ms <= r.received_at * 1000 + 50,
+                        "window/reset_ms %r do not match the request time %.3f..%.3f" %
+                        (body, r.sent_at, r.received_at))
         if not allowed:
             ra = r.header("Retry-After")
             self.assertIsNotNone(ra, "429 without Retry-After: %r" % r)
@@ -185,6 +190,18 @@ class LimitApiTest(h.RLTestCase):
         # still serving on the same connection
         self.assertEqual(self.c.limit(unique()).status, 200)
 
+    def test_http10_and_connection_close(self):
+        key = unique("h10")
+        buf, closed = h.raw_exchange(self.d.port, b"GET /limit HTTP/1.0\r\nX-API-Key: " + key.encode() + b"\r\n\r\n",
+                                     read_until_close=True)
+        self.assertEqual(h.parse_raw_status(buf), 200, buf[:300])
+        self.assertTrue(closed, "HTTP/1.0 without keep-alive: the server closes")
+        self.assertIn(b'"allowed":true', buf)
+        buf, closed = h.raw_exchange(self.d.port, b"GET /limit?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                                     b"X-API-Key: " + key.encode() + b"\r\n\r\n", read_until_close=True)
+        self.assertEqual(h.parse_raw_status(buf), 200, buf[:300])
+        self.assertTrue(closed)
+
 
 class ConfigVariantsTest(h.RLTestCase):
     def test_unknown_keys_reject_gives_403_for_unlisted_keys(self):
@@ -274,15 +291,18 @@ class CommandLineTest(h.RLTestCase):
         self.assertEqual(r.returncode, 2, r)
         out = r.stdout + r.stderr
         self.assertNotIn("\nok", "\n" + r.stdout)
-        for line_contains, key_tok, val_tok in (("default: ten", "default", "ten"),
-                                                ("bogus_field", "bogus_field", "1"),
-                                                ("gold: 0", "gold", "0"),
-                                                ("timeout_ms", "timeout_ms", "99999999")):
+        lines = out.splitlines()
+        for line_contains, key_tok, val_tok, key_path in (("default: ten", "default", "ten", "limits.default"),
+                                                          ("bogus_field", "bogus_field", "1", "limits.bogus_field"),
+                                                          ("gold: 0", "gold", "0", "limits.tiers.gold"),
+                                                          ("timeout_ms", "timeout_ms", "99999999",
+                                                           "backend.timeout_ms")):
             ln, kcol = find_pos(text, line_contains, key_tok)
             _, vcol = find_pos(text, line_contains, val_tok)
-            cands = ["%s:%d:%d" % (path, ln, kcol), "%s:%d:%d" % (path, ln, vcol)]
-            self.assertTrue(any(c in out for c in cands),
-                            "expected an error at %s (1-based line:column) in:\n%s" % (" or ".join(cands), out))
+            cands = ["%s:%d:%d:" % (path, ln, kcol), "%s:%d:%d:" % (path, ln, vcol)]
+            hits = [x for x in lines if any(x.startswith(c) for c in cands)]
+            self.assertTrue(hits, "expected an error at %s (1-based line:column) in:\n%s" % (" or ".join(cands), out))
+            self.assertTrue(any(key_path in x for x in hits), "error at %s should name %s: %r" % (cands, key_path, hits))
 
     def test_check_config_yaml_syntax_error(self):
         path = os.path.join(self.tmpdir, "syntax.yaml")
@@ -306,6 +326,35 @@ class CommandLineTest(h.RLTestCase):
         r = self.run_bin("-c", path, timeout=10)
         self.assertNotEqual(r.returncode, 0, r)
         self.assertIn("bad-run.yaml:5:", r.stdout + r.stderr)
+
+    def test_check_config_meaning_errors(self):
+        text = ("limits:\n"
+                "  keys: { \"k1\": nosuchtier }\n"
+                "  tiers: { \"bad tier\": 5 }\n"
+                "backend:\n"
+                "  type: memcached\n"
+                "  servers: []\n")
+        path = os.path.join(self.tmpdir, "meaning.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        r = self.run_bin("--check-config", "-c", path)
+        self.assertEqual(r.returncode, 2, r)
+        out = r.stdout + r.stderr
+        for line_no, what in ((2, "nosuchtier"), (3, "bad tier"), (6, "servers")):
+            self.assertRegex(out, r"%s:%d:\d+: " % (re.escape(path), line_no), "%s error expected on line %d:\n%s" %
+                             (what, line_no, out))
+
+    def test_port_in_use_fails_fast(self):
+        with socket.socket() as guard:
+            guard.bind((h.HOST, 0))
+            guard.listen(1)
+            port = guard.getsockname()[1]
+            path = os.path.join(self.tmpdir, "busy.yaml")
+            with open(path, "w") as f:
+                f.write(h.to_yaml(h.base_config(port)))
+            r = self.run_bin("-c", path, timeout=10)
+        self.assertNotEqual(r.returncode, 0, r)
+        self.assertIn(str(port), r.stderr, r)
 
     def test_unknown_flag_prints_usage_and_exits_2(self):
         r = self.run_bin("--definitely-not-a-flag")

@@ -8,6 +8,7 @@ ejects it, and keeps counting exactly on the healthy node.
 
 import collections
 import os
+import socket
 import sys
 import threading
 import time
@@ -75,24 +76,30 @@ class FaultTest(h.RLTestCase):
         return self.daemon(cfg, port=port)
 
     def exact_bursts(self, d, n_keys=10):
-        """Each of n_keys fresh keys gets 12 requests in one window: expects 10 x 200 + 2 x 429."""
+        """Each of n_keys fresh keys gets 12 requests in one window: expects 10 x 200 + 2 x 429.
+        A burst during which the daemon counted a backend error (say the box stalled the healthy
+        node past timeout_ms) proves nothing about exactness and is redone with a fresh key."""
         c = d.client()
         wrong = {}
         try:
             for i in range(n_keys):
-                for attempt in range(4):
+                for attempt in range(6):
                     frac = time.time() % 1.0
                     if frac > 0.8:
                         time.sleep(1.0 - frac + 0.01)
                     key = "exact-%d-%s" % (i, uuid.uuid4().hex[:8])
+                    errs = d.metrics().get("ratelimitd_requests_total", 0, decision="backend_error")
                     rs = [c.limit(key) for _ in range(12)]
-                    if len({r.json.get("window") for r in rs}) == 1:
+                    clean = d.metrics().get("ratelimitd_requests_total", 0, decision="backend_error") == errs
+                    if len({r.json.get("window") for r in rs}) == 1 and clean:
                         break
                 st = [r.status for r in rs]
                 if st != [200] * 10 + [429] * 2:
                     wrong[key] = st
         finally:
             c.close()
+        if wrong:
+            wrong["backend_errors"] = d.metrics().find("ratelimitd_backend_errors_total")
         return wrong
 
     def check_alive_and_small(self, d):
@@ -134,6 +141,9 @@ class FaultTest(h.RLTestCase):
         self.assertEqual(self.node_up(d, real), 1, mode)
         if mode != "mn_ok":  # that one passes the probe, so it may flap back in between failures
             self.assertEqual(self.node_up(d, fake), 0, "%s: the bad node must be reported down" % mode)
+            # each of the 2 loop threads keeps its own ring: until the slower one ejects the node
+            # too, its requests for that node fail open (admitted uncounted), as the SPEC allows
+            h.wait_until(lambda: d.metrics().sum("ratelimitd_backend_ejections_total", node=fake.addr) >= 2, 3.0)
             wrong = self.exact_bursts(d)
             self.assertFalse(wrong, "%s: with the bad node ejected, counting must be exact: %r" % (mode, wrong))
         self.check_alive_and_small(d)
@@ -141,12 +151,17 @@ class FaultTest(h.RLTestCase):
         fake.stop()
         real.kill()
 
-    def test_fake_silent_node_with_on_failure_closed(self):
+    def test_fake_node_modes_with_on_failure_closed(self):
+        for mode in ("silent", "garbage", "close"):
+            with self.subTest(mode=mode):
+                self.run_closed_mode(mode)
+
+    def run_closed_mode(self, mode):
         (real,) = self.memcached(1)
-        fake = h.FakeMemcached("silent")
+        fake = h.FakeMemcached(mode)
         self.addCleanup(fake.stop)
         d = self.start_daemon([real.addr, fake.addr], "closed")
-        rec = Recorder(d.port, ["closed-%02d" % i for i in range(40)]).start()
+        rec = Recorder(d.port, ["closed-%s-%02d" % (mode, i) for i in range(40)]).start()
         try:
             time.sleep(1.5)
         finally:
@@ -154,18 +169,29 @@ class FaultTest(h.RLTestCase):
         self.assertFalse(rec.errors, rec.errors)
         self.assertEqual(set(rec.statuses) - {200, 429, 503}, set(), dict(rec.statuses))
         self.assertFalse(rec.slow, "decisions slower than timeout_ms + slack: %r" % rec.slow[:20])
-        self.assertTrue(h.wait_until(lambda: self.node_up(d, fake) == 0, 2.0), "silent node not reported down")
+        self.assertTrue(h.wait_until(lambda: self.node_up(d, fake) == 0, 2.0), "%s node not reported down" % mode)
         self.assertEqual(h.http_get(d.port, "/readyz")[0], 200, "one node answers: ready")
         # each of the 2 loop threads keeps its own ring: let the slower one eject it too
         h.wait_until(lambda: d.metrics().sum("ratelimitd_backend_ejections_total", node=fake.addr) >= 2, 3.0)
         # ejected: its keys now live on the real node and are decided, not refused
         c = d.client()
         self.addCleanup(c.close)
+        # A loop thread that has not ejected the node yet (each thread keeps its own ring, and an
+        # idle one may not have failed enough) may still 503 up to failure_limit (2) requests.
         statuses = collections.Counter(c.limit("moved-%d-%s" % (i, uuid.uuid4().hex[:6])).status for i in range(40))
-        self.assertEqual(statuses, {200: 40}, "keys of an ejected node must move to live nodes")
+        self.assertEqual(set(statuses) - {200, 503}, set(), statuses)
+        self.assertLessEqual(statuses[503], 2, "keys of an ejected node must move to live nodes; backend errors: %r" %
+                             [x for x in d.metrics().find("ratelimitd_backend_errors_total") if x[1]])
+        if statuses[503]:
+            print("note: %d of 40 requests got 503 after the silent node was reported down" % statuses[503])
+        statuses = collections.Counter(c.limit("moved2-%d-%s" % (i, uuid.uuid4().hex[:6])).status for i in range(40))
+        self.assertEqual(statuses, {200: 40}, "once ejected everywhere, no key may 503")
         wrong = self.exact_bursts(d)
         self.assertFalse(wrong, wrong)
         self.check_alive_and_small(d)
+        d.stop()
+        fake.stop()
+        real.kill()
 
     def test_sigstop_node_under_load_then_sigcont(self):
         nodes = self.memcached(2)
@@ -234,6 +260,42 @@ class FaultTest(h.RLTestCase):
                                      revived.curr_items() > 0, 3.0, interval=0.1), "restarted node gets no keys")
         wrong = self.exact_bursts(d, 6)
         self.assertFalse(wrong, wrong)
+        self.check_alive_and_small(d)
+
+    def test_stalled_node_does_not_block_the_event_loop(self):
+        """One loop thread, memcached stalled: decisions wait (asynchronously) while /healthz,
+        /metrics and requests that need no backend call are answered at once."""
+        (mc,) = self.memcached(1)
+        port = h.free_port()
+        cfg = h.base_config(port, [mc.addr], threads=1)
+        cfg["backend"].update({"timeout_ms": 3000, "failure_limit": 100})
+        d = self.daemon(cfg, port=port)
+        mc.pause()
+        pending = []
+        try:
+            for i in range(20):
+                s = socket.create_connection((h.HOST, port), timeout=10)
+                s.sendall(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: wait-%d\r\n\r\n" % i)
+                pending.append(s)
+            time.sleep(0.2)
+            for path, headers, want in (("/healthz", {}, 200), ("/metrics", {}, 200), ("/limit", {}, 401),
+                                        ("/limit", {"X-API-Key": "bad key"}, 400)):
+                t0 = time.monotonic()
+                st = h.http_get(port, path, headers, timeout=2)[0]
+                took = time.monotonic() - t0
+                self.assertEqual(st, want, path)
+                self.assertLess(took, 0.25, "%s took %.3fs while decisions wait on a stalled node" % (path, took))
+        finally:
+            mc.resume()
+        answered = 0
+        for s in pending:
+            s.settimeout(5)
+            try:
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    answered += 1
+            finally:
+                s.close()
+        self.assertEqual(answered, 20, "decisions pending on the stalled node complete once it resumes")
         self.check_alive_and_small(d)
 
 

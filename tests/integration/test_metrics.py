@@ -7,8 +7,6 @@ import os
 import re
 import sys
 import urllib.parse
-import time
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rlharness as h  # noqa: E402

@@ -3,9 +3,13 @@ SIGHUP reloads the limits from the same file without dropping connections; a bro
 rejected with a log line and the old limits stay in force.
 """
 
+import collections
 import copy
 import os
+import re
 import signal
+import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -13,7 +17,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rlharness as h  # noqa: E402
 
-REQUIRED_TOOLS = ("memcached", "curl")
+REQUIRED_TOOLS = ("memcached", "curl", "h2load")
 
 
 def fresh(prefix="r"):
@@ -116,6 +120,87 @@ class ReloadTest(h.RLTestCase):
             time.sleep(0.02)
         time.sleep(0.3)
         self.assertEqual(self.limit_of(fresh())[0], 6)
+        self.assertAlive(self.d)
+
+    def test_sighup_under_load_drops_nothing(self):
+        key = "load-" + uuid.uuid4().hex
+        new = copy.deepcopy(self.cfg)
+        new["limits"]["tiers"]["bulk"] = 1000000
+        new["limits"]["keys"][key] = "bulk"
+        self.d.write_config(new)
+        self.d.send_signal(signal.SIGHUP)
+        self.assertTrue(h.wait_until(lambda: self.limit_of(key)[0] == 1000000, 3.0), self.d.log_tail())
+        p = subprocess.Popen(["h2load", "-D", "2", "-c", "4", "-m", "20", "-H", "X-API-Key: " + key,
+                              "http://127.0.0.1:%d/limit" % self.port], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        try:
+            for i in range(15):
+                time.sleep(0.1)
+                cfg = copy.deepcopy(new)
+                cfg["limits"]["default"] = 10 + i
+                self.d.write_config(cfg)
+                self.d.send_signal(signal.SIGHUP)
+            out = p.communicate(timeout=30)[0]
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                      r"(\d+) errored, (\d+) timeout", out)
+        self.assertIsNotNone(m, out)
+        self.assertGreater(int(m.group(4)), 1000, out)
+        self.assertEqual((m.group(5), m.group(6), m.group(7)), ("0", "0", "0"), "reloads under load: " + out)
+        self.assertAlive(self.d)
+        self.assertEqual(self.limit_of(fresh())[0], 24)
+
+    def test_decisions_pending_across_reloads_keep_valid_fields(self):
+        """A decision waiting on memcached while SIGHUPs replace the limits must still answer with
+        a well-formed RateLimit-Policy naming a real tier (the old limits must outlive it)."""
+        names = ["betabetabeta"] + ["gammagammagamma%d" % n for n in range(5)]
+
+        def reload_with(name):
+            c = copy.deepcopy(self.cfg)
+            c["limits"]["tiers"] = {name: 500}
+            c["limits"]["keys"] = {"pending-key": name}
+            c["limits"]["keys"].update({"filler-%d" % i: name for i in range(200)})
+            before = reloads(self.d, "ok")
+            self.d.write_config(c)
+            self.d.send_signal(signal.SIGHUP)
+            self.assertTrue(h.wait_until(lambda: reloads(self.d, "ok") > before, 3.0), self.d.log_tail())
+            time.sleep(0.05)  # every loop thread adopts the new limits
+
+        reload_with(names[0])
+        self.mc.pause()
+        socks = []
+        try:
+            for _ in range(40):
+                s = socket.create_connection((h.HOST, self.port), timeout=10)
+                s.sendall(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: pending-key\r\n\r\n")
+                socks.append(s)
+            time.sleep(0.3)
+            for name in names[1:]:
+                reload_with(name)
+        finally:
+            self.mc.resume()
+        policies = collections.Counter()
+        try:
+            for s in socks:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+                for line in buf.split(b"\r\n"):
+                    if line.lower().startswith(b"ratelimit-policy:"):
+                        policies[line.split(b":", 1)[1].strip()] += 1
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(sum(policies.values()), 40, policies)
+        valid = {('"%s";q=500;w=1' % n).encode() for n in names}
+        self.assertEqual(set(policies) - valid, set(),
+                         "RateLimit-Policy of decisions pending across a reload: %r" % dict(policies))
         self.assertAlive(self.d)
 
 
