@@ -292,6 +292,12 @@ class Memcached:
     def curr_items(self):
         return int(self.stats().get("curr_items", 0))
 
+    def increments(self):
+        """A number that grows with every increment (`ma`) this node served, and not with `mn`
+        probes: arithmetic hits and misses plus items created."""
+        st = self.stats()
+        return sum(int(st.get(k, 0)) for k in ("incr_hits", "incr_misses", "total_items"))
+
     def total_items(self):
         return int(self.stats().get("total_items", 0))
 

@@ -124,6 +124,7 @@ class HostileClientsTest(h.RLTestCase):
             b"POST /limit HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-API-Key: a\r\n\r\nZZZ\r\n",
             b"\r\n" * 5000,
             b"A" * 70000 + b" /limit HTTP/1.1\r\n\r\n",
+            b"GET /limit?" + b"q" * 200000 + b" HTTP/1.1\r\nHost: x\r\nX-API-Key: a\r\n\r\n",
             H2_PREFACE + b"\xff" * 100,
         ]
         for i, data in enumerate(junk):
@@ -133,12 +134,12 @@ class HostileClientsTest(h.RLTestCase):
 
     def test_huge_headers(self):
         # over max_header_bytes but within what the parser takes: 431 (README), no backend call
-        before = self.d.metrics().get("ratelimitd_backend_request_duration_seconds_count", 0)
+        before = self.mc.increments()
         req = (b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: big-" + uuid.uuid4().hex.encode() +
                b"\r\nX-Filler: " + b"f" * 20000 + b"\r\n\r\n")
         buf, _ = h.raw_exchange(self.port, req)
         self.assertEqual(h.parse_raw_status(buf), 431, buf[:300])
-        self.assertEqual(self.d.metrics().get("ratelimitd_backend_request_duration_seconds_count", 0), before)
+        self.assertEqual(self.mc.increments(), before, "a 431 must not reach memcached")
         # 64 KiB in one header, 1 MiB in many, thousands of headers: 4xx or a close, never a crash
         for name, filler in (("64k", b"X-Big: " + b"b" * 65536 + b"\r\n"),
                              ("1m", b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(1024))),
@@ -252,6 +253,38 @@ class HostileClientsTest(h.RLTestCase):
                 s.close()
         # once they are gone, new connections are served again
         self.assertTrue(h.wait_until(lambda: h.status_of(port, "/healthz", timeout=1) == 200, 3.0))
+        self.assertAlive(d)
+
+    def test_key_flood_local_store_stays_bounded(self):
+        """More distinct keys in one window than backend.local_max_keys: the store stays at its
+        capacity (the rest fail open and count store_full), and frees itself with the window."""
+        port = h.free_port()
+        cfg = h.base_config(port, None)
+        cfg["backend"] = {"type": "local", "local_max_keys": 1024}
+        d = self.daemon(cfg, port=port, name="flood")
+        c = d.client()
+        self.addCleanup(c.close)
+        for attempt in range(4):
+            before = d.metrics()
+            h.wait_fresh_second(0.05)
+            rs = [c.limit("flood-%d-%d" % (attempt, i)) for i in range(1500)]
+            if len({r.json["window"] for r in rs}) == 1:
+                break
+        else:
+            self.fail("1500 requests never fitted one window")
+        after = d.metrics()
+        self.assertEqual({r.status for r in rs}, {200}, "on_failure open: a full store admits uncounted")
+        counted = sum(1 for r in rs if r.json["remaining"] == 9)
+        self.assertEqual(counted, 1024, "exactly local_max_keys counters in one window")
+        full = after.get("ratelimitd_backend_errors_total", 0, node="local", reason="store_full") - before.get(
+            "ratelimitd_backend_errors_total", 0, node="local", reason="store_full")
+        self.assertEqual(full, 1500 - 1024, after.find("ratelimitd_backend_errors_total"))
+        w = rs[0].json["window"]
+        while int(time.time()) <= w:
+            time.sleep(0.05)
+        r = c.limit("flood-next-window")
+        self.assertEqual((r.status, r.json["remaining"]), (200, 9), "the next window has room again")
+        self.assertLess(d.rss_kb(), RSS_LIMIT_KB)
         self.assertAlive(d)
 
     def test_pipelined_requests_answered_in_order(self):

@@ -298,6 +298,40 @@ class FaultTest(h.RLTestCase):
         self.assertEqual(answered, 20, "decisions pending on the stalled node complete once it resumes")
         self.check_alive_and_small(d)
 
+    def test_max_pending_fails_fast_when_a_node_stalls(self):
+        """backend.max_pending bounds what queues on one node per thread: beyond it, decisions fail
+        fast (on_failure open: 200 at once, counted as overload) instead of piling up."""
+        (mc,) = self.memcached(1)
+        port = h.free_port()
+        cfg = h.base_config(port, [mc.addr], threads=1)
+        cfg["backend"].update({"timeout_ms": 2000, "failure_limit": 1000, "max_pending": 4, "on_failure": "open"})
+        d = self.daemon(cfg, port=port)
+        mc.pause()
+        socks = []
+        try:
+            for i in range(4):
+                s = socket.create_connection((h.HOST, port), timeout=5)
+                s.sendall(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: queued-%d\r\n\r\n" % i)
+                socks.append(s)
+            time.sleep(0.2)
+            fast = []
+            for i in range(5):
+                t0 = time.monotonic()
+                st = h.http_get(port, "/limit", {"X-API-Key": "over-%d" % i}, timeout=3)[0]
+                fast.append((st, round(time.monotonic() - t0, 3)))
+        finally:
+            mc.resume()
+        self.assertTrue(all(st == 200 and took < 0.3 for st, took in fast),
+                        "beyond max_pending a decision must fail fast (open: 200): %r" % fast)
+        m = d.metrics()
+        self.assertGreaterEqual(m.get("ratelimitd_backend_errors_total", 0, node=mc.addr, reason="overload"), 5,
+                                m.find("ratelimitd_backend_errors_total"))
+        for s in socks:
+            s.settimeout(5)
+            self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 200"))
+            s.close()
+        self.check_alive_and_small(d)
+
 
 if __name__ == "__main__":
     h.main()

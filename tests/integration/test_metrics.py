@@ -47,12 +47,14 @@ class MetricsTest(h.RLTestCase):
             before = self.d.metrics()
             h.wait_fresh_second(0.15)
             rs = [self.c.limit(key) for _ in range(12)]
+            increments = self.mc.increments()
             for _ in range(3):
                 self.assertEqual(self.c.limit(None).status, 401)
             self.assertEqual(self.c.limit("has space").status, 400)
             self.assertEqual(self.c.limit("k" * 257).status, 400)
             self.assertEqual(self.c.limit("not-listed-a").status, 403)
             self.assertEqual(self.c.limit("not-listed-b").status, 403)
+            self.assertEqual(self.mc.increments(), increments, "401/400/403 must not reach memcached")
             after = self.d.metrics()
             if len({r.json["window"] for r in rs}) == 1:
                 break
@@ -64,9 +66,12 @@ class MetricsTest(h.RLTestCase):
         self.assertEqual(delta, {"allowed": 10, "limited": 2, "unauthorized": 3, "bad_request": 2, "forbidden": 2,
                                  "backend_error": 0})
         # 401/400/403 make no backend call and the 12th is answered from the deny cache:
-        # exactly 11 increments reached memcached (10 admitted + the one that found 11)
+        # 11 increments reached memcached (10 admitted + the one that found 11). The histogram
+        # also times the idle-connection `mn` probes (one per idle node and thread every ~1 s),
+        # so allow two of those; 7 backend calls for the 401/400/403s would still show.
         d_backend = after.get(HIST + "_count") - before.get(HIST + "_count")
-        self.assertEqual(d_backend, 11, "backend increments observed by the latency histogram")
+        self.assertTrue(11 <= d_backend <= 13, "backend round trips observed by the latency histogram: %d "
+                        "(11 increments expected, plus at most 2 idle probes)" % d_backend)
         d_deny = after.get("ratelimitd_deny_cache_hits_total") - before.get("ratelimitd_deny_cache_hits_total")
         self.assertEqual(d_deny, 1)
 
@@ -162,16 +167,19 @@ class MetricsTest(h.RLTestCase):
         self.assertEqual(r.status, 200)
         window = r.json["window"]
         dump = self.mc.command("lru_crawler metadump all", timeout=3)
-        entries = re.findall(r"key=(\S+) exp=(-?\d+)", dump)
+        entries = re.findall(r"key=(\S+) exp=(-?\d+) la=(\d+)", dump)
         self.assertEqual(len(entries), 1, "one counter expected in memcached: %r" % dump)
-        key, exp = urllib.parse.unquote(entries[0][0]), int(entries[0][1])
+        key, exp, la = urllib.parse.unquote(entries[0][0]), int(entries[0][1]), int(entries[0][2])
         self.assertTrue(key.startswith("rl:"), key)
         self.assertTrue(key.endswith(":%d" % window), "memcached key must end with :<window>: %r" % key)
         hashed = key[len("rl:"):-len(":%d" % window)]
         self.assertNotIn(raw, key)
         self.assertGreaterEqual(len(hashed), 16, "a 128-bit hash, encoded: %r" % hashed)
-        self.assertGreaterEqual(exp - window, 3, "TTL must be at least 3 s past the window (exp %d)" % exp)
-        self.assertLessEqual(exp - window, 10)
+        # one increment: created (la) and expiry (exp) both in memcached's own 1-second clock
+        self.assertGreaterEqual(exp - la, 3, "TTL must be at least 3 s (exp %d, created %d)" % (exp, la))
+        self.assertLessEqual(exp - la, 10)
+        # memcached's clock may lag the wall clock by up to a tick; the counter still outlives its window
+        self.assertGreaterEqual(exp - window, 2, "counter would expire inside its window (exp %d)" % exp)
         self.assertNotIn(raw, self.d.log(), "the raw API key reached the log")
         self.assertNotIn("free-secret-key", dump + self.d.log())
 
@@ -188,7 +196,8 @@ class MetricsTest(h.RLTestCase):
         reqs = after.sum("ratelimitd_backend_write_requests_total", node=node) - before.sum(
             "ratelimitd_backend_write_requests_total", node=node)
         self.assertGreater(writes, 0)
-        self.assertEqual(reqs, 3000, "every increment is written to the node once")
+        self.assertTrue(3000 <= reqs <= 3004, "every increment is written to the node once (plus idle probes): %d"
+                        % reqs)
         print("pipelining: %d increments in %d writes (%.1f per write)" % (reqs, writes, reqs / writes))
         self.assertGreaterEqual(reqs / writes, 4, "increments of one loop turn must leave in one write")
 

@@ -203,6 +203,23 @@ class ReloadTest(h.RLTestCase):
                          "RateLimit-Policy of decisions pending across a reload: %r" % dict(policies))
         self.assertAlive(self.d)
 
+    def test_reload_ignores_sections_that_need_a_restart(self):
+        new = copy.deepcopy(self.cfg)
+        new["limits"]["default"] = 7
+        new["listen"] = [{"address": h.HOST, "port": h.free_port()}]
+        new["backend"]["servers"] = ["127.0.0.1:%d" % h.free_port()]
+        new["threads"] = 3
+        self.d.write_config(new)
+        self.d.send_signal(signal.SIGHUP)
+        self.assertTrue(h.wait_until(lambda: self.limit_of(fresh())[0] == 7, 3.0), self.d.log_tail())
+        # still on the old listener and the old memcached node, counting normally
+        self.assertEqual(self.burst_statuses(8), [200] * 7 + [429])
+        m = self.d.metrics()
+        self.assertEqual(m.get("ratelimitd_backend_node_up", None, node=self.mc.addr), 1)
+        self.assertEqual(m.get("ratelimitd_requests_total", 0, decision="backend_error"), 0)
+        self.assertFalse(h.port_accepts(new["listen"][0]["port"]))
+        self.assertAlive(self.d)
+
 
 if __name__ == "__main__":
     h.main()

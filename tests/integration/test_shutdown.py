@@ -128,6 +128,33 @@ class ShutdownTest(h.RLTestCase):
         d.send_signal(signal.SIGTERM)
         self.assertExitsZeroWithin(d, t0, 1.0)
 
+    def test_grace_expires_with_decisions_stuck_on_a_stalled_node(self):
+        """Decisions that cannot finish (node stalled, timeout_ms beyond the grace period) do not
+        keep the process past shutdown_grace_ms, and tearing them down is clean (exit 0)."""
+        (mc,) = self.memcached(1)
+        port = h.free_port()
+        cfg = h.base_config(port, [mc.addr], shutdown_grace_ms=1000)
+        cfg["backend"].update({"timeout_ms": 10000, "failure_limit": 1000})
+        d = self.daemon(cfg, port=port)
+        mc.pause()
+        socks = []
+        try:
+            for i in range(10):
+                s = socket.create_connection((h.HOST, port), timeout=5)
+                s.sendall(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: stuck-%d\r\n\r\n" % i)
+                socks.append(s)
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            d.send_signal(signal.SIGTERM)
+            rc = d.wait(1.0 + 1.0)
+            took = time.monotonic() - t0
+        finally:
+            mc.resume()
+            for s in socks:
+                s.close()
+        self.assertIsNotNone(rc, "still running %.1fs after SIGTERM with grace 1000 ms\n%s" % (took, d.log_tail()))
+        self.assertEqual(rc, 0, d.log_tail())
+
 
 if __name__ == "__main__":
     h.main()
