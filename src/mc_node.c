@@ -261,6 +261,9 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
     ++node->stats.failures;
     ++node->consecutive_failures;
     node->healthy = false;
+    /* The late reply, if any, is still matched in order; meanwhile the node may be probed again. */
+    if (op->is_probe)
+        node->probe_in_flight = false;
     if (cb != NULL) {
         rl_mc_count_error(node->thread, node->index, RL_ERR_BACKEND_TIMEOUT);
         cb(cbdata, RL_ERR_BACKEND_TIMEOUT, 0);
@@ -283,7 +286,10 @@ static void on_success(rl_mc_node_t *node, bool is_probe)
         node->consecutive_failures = 0;
         node->backoff_level = 0;
     }
+    bool was_healthy = node->healthy;
     node->healthy = true;
+    if (!was_healthy && !node->ejected && node->thread->metrics != NULL)
+        rl_metrics_set_node_up(node->thread->metrics, node->index, true);
     if (node->ejected) {
         node->ejected = false;
         rl_log_info("memcached", "node %s re-admitted", store_of(node)->nodes[node->index].name);
@@ -304,7 +310,7 @@ static int complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64_
             : reply->kind != RL_MC_REPLY_VA || !reply->has_opaque || reply->opaque != op->opaque || reply->value == 0)
         return RL_ERR_BACKEND_PROTOCOL;
     ++node->stats.replies;
-    if (node->thread->metrics != NULL)
+    if (node->thread->metrics != NULL && !op->is_probe)
         rl_metrics_observe_backend_latency(node->thread->metrics, now_usec - op->issued_usec);
     node->last_activity_ms = h2o_now(node->thread->loop);
     on_success(node, op->is_probe);

@@ -159,11 +159,9 @@ static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_
         thread_destroy(&thread->super);
         return NULL;
     }
-    for (size_t i = 0; i != store->num_nodes; ++i) {
+    /* node_up stays unknown (rendered 0) until the node first answers. */
+    for (size_t i = 0; i != store->num_nodes; ++i)
         rl_mc_node_init(&thread->nodes[i], thread, i);
-        if (metrics != NULL)
-            rl_metrics_set_node_up(metrics, i, true);
-    }
     for (size_t i = 0; i != store->num_nodes; ++i)
         rl_mc_node_connect(&thread->nodes[i]);
     h2o_timeout_link(loop, &thread->probe_timeout, &thread->probe_entry);
