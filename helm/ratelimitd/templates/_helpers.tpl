@@ -1,0 +1,171 @@
+{{/* Names: RELEASE-ratelimitd unless the release name already contains the chart name. */}}
+{{- define "ratelimitd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ratelimitd.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The memcached StatefulSet and its headless Service; short enough for "-NN" pod names. */}}
+{{- define "ratelimitd.memcached.fullname" -}}
+{{- printf "%s-memcached" (include "ratelimitd.fullname" . | trunc 50 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "ratelimitd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ratelimitd.labels" -}}
+helm.sh/chart: {{ include "ratelimitd.chart" . }}
+{{ include "ratelimitd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ratelimitd
+{{- end -}}
+
+{{- define "ratelimitd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ratelimitd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: limiter
+{{- end -}}
+
+{{- define "ratelimitd.memcached.labels" -}}
+helm.sh/chart: {{ include "ratelimitd.chart" . }}
+{{ include "ratelimitd.memcached.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.memcached.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ratelimitd
+{{- end -}}
+
+{{- define "ratelimitd.memcached.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ratelimitd.name" . }}-memcached
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: memcached
+{{- end -}}
+
+{{- define "ratelimitd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "ratelimitd.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ratelimitd.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The memcached server list handed to ratelimitd, in ring order. */}}
+{{- define "ratelimitd.memcachedServers" -}}
+{{- $servers := list -}}
+{{- if .Values.memcached.enabled -}}
+{{- $fullname := include "ratelimitd.memcached.fullname" . -}}
+{{- range $i, $_ := until (int .Values.memcached.replicas) -}}
+{{- if eq $.Values.memcached.addressing "service" -}}
+{{- $servers = append $servers (printf "%s-%d.%s.svc.%s:%d" $fullname $i $.Release.Namespace $.Values.clusterDomain (int $.Values.memcached.port)) -}}
+{{- else -}}
+{{- $servers = append $servers (printf "%s-%d.%s.%s.svc.%s:%d" $fullname $i $fullname $.Release.Namespace $.Values.clusterDomain (int $.Values.memcached.port)) -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- $servers = .Values.externalMemcached.servers -}}
+{{- end -}}
+{{- toJson $servers -}}
+{{- end -}}
+
+{{/* Checks the values cannot express in values.schema.json alone. */}}
+{{- define "ratelimitd.validate" -}}
+{{- $backend := .Values.config.backend | default dict -}}
+{{- if not .Values.existingConfigSecret -}}
+{{- if eq (default "memcached" $backend.type) "memcached" -}}
+{{- if and .Values.memcached.enabled .Values.externalMemcached.servers -}}
+{{- fail "memcached.enabled and externalMemcached.servers are exclusive: set memcached.enabled=false to use external servers" -}}
+{{- end -}}
+{{- if and (not .Values.memcached.enabled) (not .Values.externalMemcached.servers) -}}
+{{- fail "config.backend.type is memcached: enable memcached (the chart's StatefulSet) or list externalMemcached.servers" -}}
+{{- end -}}
+{{- else -}}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) -}}
+{{- fail "config.backend.type local counts per pod: it needs replicaCount 1 and autoscaling.enabled=false" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $limits := .Values.config.limits | default dict -}}
+{{- range $key, $tier := ($limits.keys | default dict) -}}
+{{- if not (hasKey ($limits.tiers | default dict) $tier) -}}
+{{- fail (printf "config.limits.keys: a key names tier %q, which is not in config.limits.tiers" $tier) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
+{{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret)" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (eq (int .Values.tls.port) (int .Values.service.port)) -}}
+{{- fail "tls.port and service.port must differ" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (eq (int .Values.autoscaling.targetCPUUtilizationPercentage) 0) (not .Values.autoscaling.customMetric.enabled) -}}
+{{- fail "autoscaling needs a metric: targetCPUUtilizationPercentage > 0 or customMetric.enabled" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) -}}
+{{- fail "autoscaling.maxReplicas must be >= autoscaling.minReplicas" -}}
+{{- end -}}
+{{- if .Values.terminationGracePeriodSeconds -}}
+{{- $needMs := add (mul (int .Values.preStopSleepSeconds) 1000) (int (default 5000 .Values.config.shutdown_grace_ms)) -}}
+{{- if le (mul (int .Values.terminationGracePeriodSeconds) 1000) $needMs -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + shutdown_grace_ms (%d ms), or the kubelet kills in-flight requests" (int .Values.terminationGracePeriodSeconds) $needMs) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The grace period: preStop sleep + the daemon's drain time + 5 s of margin. */}}
+{{- define "ratelimitd.terminationGracePeriodSeconds" -}}
+{{- if .Values.terminationGracePeriodSeconds -}}
+{{- int .Values.terminationGracePeriodSeconds -}}
+{{- else -}}
+{{- $graceMs := int (default 5000 .Values.config.shutdown_grace_ms) -}}
+{{- add (int .Values.preStopSleepSeconds) (div (add $graceMs 999) 1000) 5 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ratelimitd.yaml: the user's config plus the listeners and servers the chart owns. */}}
+{{- define "ratelimitd.configYaml" -}}
+{{- $config := deepCopy (.Values.config | default dict) -}}
+{{- $listen := list (dict "address" "0.0.0.0" "port" (int .Values.service.port)) -}}
+{{- if .Values.tls.enabled -}}
+{{- $listen = append $listen (dict "address" "0.0.0.0" "port" (int .Values.tls.port) "tls" (dict "certificate" "/etc/ratelimitd/tls/tls.crt" "key" "/etc/ratelimitd/tls/tls.key")) -}}
+{{- end -}}
+{{- $_ := set $config "listen" $listen -}}
+{{- $backend := $config.backend | default dict -}}
+{{- if eq (default "memcached" $backend.type) "memcached" -}}
+{{- $_ := set $backend "servers" (include "ratelimitd.memcachedServers" . | fromJsonArray) -}}
+{{- end -}}
+{{- $_ := set $config "backend" $backend -}}
+# ratelimitd.yaml rendered by the {{ include "ratelimitd.chart" . }} chart for release {{ .Release.Name }}.
+{{ toYaml $config }}
+{{- end -}}
+
+{{- define "ratelimitd.configIsSecret" -}}
+{{- $limits := .Values.config.limits | default dict -}}
+{{- $backend := .Values.config.backend | default dict -}}
+{{- if or (eq .Values.configSecret.mode "always") $limits.keys $backend.key_hash_secret -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "ratelimitd.configName" -}}
+{{- default (printf "%s-config" (include "ratelimitd.fullname" .)) .Values.existingConfigSecret -}}
+{{- end -}}

@@ -1,0 +1,130 @@
+# Offline: `terraform init -backend=false && terraform test` (no providers involved).
+
+variables {
+  key_hash_secret = "0123456789abcdef0123"
+}
+
+run "defaults_use_in_cluster_memcached" {
+  command = plan
+
+  assert {
+    condition     = output.values.memcached.enabled == true && length(output.values.externalMemcached.servers) == 0
+    error_message = "with no memcached_servers the chart's StatefulSet must be enabled"
+  }
+  assert {
+    condition     = output.memcached_servers[0] == "ratelimitd-memcached-0.ratelimitd.svc.cluster.local:11211" && length(output.memcached_servers) == 3
+    error_message = "in-cluster memcached names must be the chart's per-node Service names"
+  }
+  assert {
+    condition     = output.values.autoscaling.enabled == true && output.values.autoscaling.minReplicas == 3
+    error_message = "HPA on by default"
+  }
+  assert {
+    condition     = output.values.networkPolicy.enabled == true
+    error_message = "NetworkPolicy on by default with in-cluster memcached"
+  }
+  assert {
+    condition     = output.termination_grace_period_seconds == 15
+    error_message = "5000 ms grace -> 5 + 5 + 5 s"
+  }
+  assert {
+    condition     = !strcontains(output.values_yaml, "0123456789abcdef0123")
+    error_message = "the non-secret values must not contain the key hash secret"
+  }
+  assert {
+    condition     = strcontains(nonsensitive(output.secret_values_yaml), "key_hash_secret")
+    error_message = "the secret values carry config.backend.key_hash_secret"
+  }
+}
+
+run "external_memcached_and_fixed_replicas" {
+  command = plan
+  variables {
+    release_name      = "edge"
+    namespace         = "gateway"
+    replicas          = { min = 4, max = 4 }
+    memcached_servers = ["cache-0001.abc.use1.cache.amazonaws.com:11211", "cache-0002.abc.use1.cache.amazonaws.com:11211"]
+    tiers             = { free = 10, premium = 100 }
+    api_keys          = { "k-1" = "premium" }
+    on_failure        = "closed"
+    shutdown_grace_ms = 12500
+  }
+
+  assert {
+    condition     = output.values.memcached.enabled == false && length(output.values.externalMemcached.servers) == 2
+    error_message = "external servers switch the StatefulSet off"
+  }
+  assert {
+    condition     = output.values.autoscaling.enabled == false && output.values.replicaCount == 4
+    error_message = "min == max turns the HPA off and fixes replicaCount"
+  }
+  assert {
+    condition     = output.values.networkPolicy.enabled == false
+    error_message = "no NetworkPolicy without in-cluster memcached"
+  }
+  assert {
+    condition     = output.fullname == "edge-ratelimitd"
+    error_message = "fullname follows the chart's naming"
+  }
+  assert {
+    condition     = output.termination_grace_period_seconds == 23
+    error_message = "12500 ms -> 5 + 13 + 5"
+  }
+}
+
+run "rejects_bad_on_failure" {
+  command = plan
+  variables {
+    on_failure = "maybe"
+  }
+  expect_failures = [var.on_failure]
+}
+
+run "rejects_min_above_max" {
+  command = plan
+  variables {
+    replicas = { min = 5, max = 2 }
+  }
+  expect_failures = [var.replicas]
+}
+
+run "rejects_short_hash_secret" {
+  command = plan
+  variables {
+    key_hash_secret = "short"
+  }
+  expect_failures = [var.key_hash_secret]
+}
+
+run "rejects_key_with_unknown_tier" {
+  command = plan
+  variables {
+    tiers    = { free = 10 }
+    api_keys = { "k-1" = "gold" }
+  }
+  expect_failures = [var.api_keys]
+}
+
+run "rejects_bad_memcached_server" {
+  command = plan
+  variables {
+    memcached_servers = ["not a host"]
+  }
+  expect_failures = [var.memcached_servers]
+}
+
+run "rejects_bad_release_name" {
+  command = plan
+  variables {
+    release_name = "Rate_Limiter"
+  }
+  expect_failures = [var.release_name]
+}
+
+run "warns_on_single_replica" {
+  command = plan
+  variables {
+    replicas = { min = 1, max = 1 }
+  }
+  expect_failures = [check.replicas_survive_a_disruption]
+}

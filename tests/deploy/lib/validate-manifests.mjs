@@ -1,0 +1,283 @@
+// Validates `helm template` output offline and checks the chart's invariants.
+//
+//   node validate-manifests.mjs RENDERED.yaml [--config-out FILE] [--expect-hpa present|absent]
+//        [--expect-netpol present|absent] [--expect-tls on|off] [--expect-servicemonitor present|absent]
+//        [--expect-pdb present|absent] [--expect-config external --config-secret NAME]
+//
+// Needs RL_NODE_MODULES = a node_modules dir holding kubernetes-models@5.1.0 and yaml@2
+// (scripts/deploy-tools installs them). Prints one line per check; exits 1 on any failure.
+// Prints "checksum=<sha256>" (the Deployment's checksum/config annotation) for the caller.
+import fs from 'node:fs';
+import path from 'node:path';
+
+const modules = process.env.RL_NODE_MODULES;
+if (!modules) {
+    console.error('RL_NODE_MODULES is not set');
+    process.exit(2);
+}
+const YAML = await import(path.join(modules, 'yaml/dist/index.js'));
+
+const args = process.argv.slice(2);
+const file = args.shift();
+const opts = {};
+while (args.length) {
+    const k = args.shift();
+    if (!k.startsWith('--') || !args.length) {
+        console.error(`bad argument ${k}`);
+        process.exit(2);
+    }
+    opts[k.slice(2)] = args.shift();
+}
+
+let failures = 0;
+const fail = (msg) => { failures++; console.log(`  FAIL ${msg}`); };
+const ok = (msg) => console.log(`  ok   ${msg}`);
+const check = (cond, msg) => (cond ? ok(msg) : fail(msg));
+
+// APIs removed from Kubernetes (or never to be used by this chart).
+const DENY = [
+    /^policy\/v1beta1$/, /^autoscaling\/v2beta\d$/, /^autoscaling\/v1$/, /^extensions\/v1beta1$/,
+    /^apps\/v1beta\d$/, /^networking\.k8s\.io\/v1beta1$/, /^batch\/v1beta1$/,
+    /^rbac\.authorization\.k8s\.io\/v1beta1$/, /^monitoring\.coreos\.com\/v1alpha1$/,
+];
+
+const docs = YAML.parseAllDocuments(fs.readFileSync(file, 'utf8'));
+const objs = [];
+for (const d of docs) {
+    if (d.errors.length) {
+        fail(`YAML: ${d.errors[0].message}`);
+        continue;
+    }
+    const o = d.toJS();
+    if (o !== null && o !== undefined) objs.push(o);
+}
+console.log(`${file}: ${objs.length} objects`);
+
+function checkServiceMonitor(o, id) {
+    const s = o.spec;
+    const problems = [];
+    if (!o.metadata?.name) problems.push('metadata.name');
+    if (!s || typeof s !== 'object') problems.push('spec');
+    else {
+        if (!s.selector || typeof s.selector !== 'object') problems.push('spec.selector');
+        if (!Array.isArray(s.endpoints) || s.endpoints.length === 0) problems.push('spec.endpoints');
+        for (const e of s.endpoints || []) {
+            if (typeof e.port !== 'string') problems.push('endpoints[].port (a named port)');
+            if (e.path !== undefined && typeof e.path !== 'string') problems.push('endpoints[].path');
+            for (const k of ['interval', 'scrapeTimeout'])
+                if (e[k] !== undefined && !/^\d+(ms|s|m|h)$/.test(e[k])) problems.push(`endpoints[].${k}`);
+            const allowed = ['port', 'path', 'scheme', 'interval', 'scrapeTimeout', 'honorLabels', 'relabelings', 'metricRelabelings', 'tlsConfig'];
+            for (const k of Object.keys(e)) if (!allowed.includes(k)) problems.push(`endpoints[].${k} unknown`);
+        }
+    }
+    check(problems.length === 0, `${id} structural check${problems.length ? ': ' + problems.join(', ') : ''}`);
+}
+
+for (const o of objs) {
+    const id = `${o.apiVersion}/${o.kind} ${o.metadata?.name}`;
+    if (typeof o.apiVersion !== 'string' || typeof o.kind !== 'string') {
+        fail(`object without apiVersion/kind: ${JSON.stringify(o).slice(0, 80)}`);
+        continue;
+    }
+    if (DENY.some((re) => re.test(o.apiVersion))) {
+        fail(`${id}: apiVersion ${o.apiVersion} is removed/denied`);
+        continue;
+    }
+    if (o.apiVersion === 'monitoring.coreos.com/v1' && o.kind === 'ServiceMonitor') {
+        checkServiceMonitor(o, id);
+        continue;
+    }
+    const modPath = path.join(modules, 'kubernetes-models', o.apiVersion, 'index.js');
+    let Cls;
+    try {
+        Cls = (await import(modPath))[o.kind];
+    } catch {
+        Cls = undefined;
+    }
+    if (!Cls) {
+        fail(`${id}: unknown apiVersion/kind`);
+        continue;
+    }
+    try {
+        new Cls(o).validate();
+        ok(`${id} schema`);
+    } catch (e) {
+        fail(`${id} schema: ${String(e.message).split('\n').slice(0, 4).join(' | ')}`);
+    }
+}
+
+// ---- chart invariants ----
+const by = (kind) => objs.filter((o) => o.kind === kind);
+const deps = by('Deployment');
+check(deps.length === 1, 'exactly one Deployment');
+const dep = deps[0];
+const cfgHolders = objs.filter((o) => (o.kind === 'Secret' || o.kind === 'ConfigMap') &&
+    ((o.data && 'ratelimitd.yaml' in o.data) || (o.stringData && 'ratelimitd.yaml' in o.stringData)));
+const externalConfig = opts['expect-config'] === 'external';
+if (externalConfig) check(cfgHolders.length === 0, 'no rendered config (existingConfigSecret is used)');
+else check(cfgHolders.length === 1, 'exactly one ConfigMap/Secret with ratelimitd.yaml');
+let cfgText = '';
+let cfg = {};
+if (cfgHolders.length === 1) {
+    const h = cfgHolders[0];
+    cfgText = h.stringData?.['ratelimitd.yaml'] ??
+        (h.kind === 'Secret' ? Buffer.from(h.data['ratelimitd.yaml'], 'base64').toString('utf8') : h.data['ratelimitd.yaml']);
+    cfg = YAML.parse(cfgText) || {};
+    if (opts['config-out']) fs.writeFileSync(opts['config-out'], cfgText);
+    check(h.kind === 'Secret' || !(cfg.backend?.key_hash_secret || Object.keys(cfg.limits?.keys || {}).length),
+        `${h.kind} ${h.metadata.name} holds the config (secrets only in a Secret)`);
+}
+
+if (dep) {
+    const pod = dep.spec.template.spec;
+    const ctr = pod.containers.find((c) => c.name === 'ratelimitd') || pod.containers[0];
+    const psc = pod.securityContext || {};
+    const csc = ctr.securityContext || {};
+    check(psc.runAsNonRoot === true && psc.runAsUser === 10001, 'pod runAsNonRoot, runAsUser 10001');
+    check(psc.seccompProfile?.type === 'RuntimeDefault', 'pod seccompProfile RuntimeDefault');
+    check(csc.readOnlyRootFilesystem === true, 'container readOnlyRootFilesystem');
+    check(csc.allowPrivilegeEscalation === false, 'container allowPrivilegeEscalation false');
+    check(JSON.stringify(csc.capabilities?.drop) === '["ALL"]', 'container capabilities drop ALL');
+    check(csc.runAsNonRoot === true && csc.runAsUser === 10001, 'container runAsNonRoot, runAsUser 10001');
+
+    const grace = cfg.shutdown_grace_ms ?? 5000;
+    const tgps = pod.terminationGracePeriodSeconds;
+    let preStop = 0;
+    const cmd = ctr.lifecycle?.preStop?.exec?.command;
+    if (cmd && cmd[0] === 'sleep') preStop = Number(cmd[1]);
+    check(Number.isInteger(tgps) && tgps > grace / 1000 + preStop,
+        `terminationGracePeriodSeconds ${tgps} > shutdown_grace_ms/1000 (${grace / 1000}) + preStop sleep (${preStop})`);
+
+    const ports = Object.fromEntries((ctr.ports || []).map((p) => [p.name, p.containerPort]));
+    if (!externalConfig) check(ports.http === cfg.listen?.[0]?.port, `container port http = config listen port ${cfg.listen?.[0]?.port}`);
+    check(ctr.livenessProbe?.httpGet?.path === '/healthz' && ctr.livenessProbe.httpGet.port === 'http', 'liveness probe GET /healthz on port http');
+    check(ctr.readinessProbe?.httpGet?.path === '/readyz' && ctr.readinessProbe.httpGet.port === 'http', 'readiness probe GET /readyz on port http');
+    check(ctr.resources?.requests?.cpu !== undefined, 'cpu request set (the HPA needs it)');
+    const sum = dep.spec.template.metadata?.annotations?.['checksum/config'];
+    check(/^[0-9a-f]{64}$/.test(sum || ''), 'checksum/config annotation is a sha256');
+    if (sum) console.log(`checksum=${sum}`);
+    const keys = (pod.topologySpreadConstraints || []).map((t) => t.topologyKey).sort();
+    check(JSON.stringify(keys) === '["kubernetes.io/hostname","topology.kubernetes.io/zone"]', 'topologySpreadConstraints over zone and hostname');
+    const cfgVol = (pod.volumes || []).find((v) => v.name === 'config');
+    if (externalConfig) check(cfgVol && cfgVol.secret?.secretName === opts['config-secret'], `config volume mounts the Secret ${opts['config-secret']}`);
+    else check(cfgVol && (cfgVol.secret?.secretName === cfgHolders[0]?.metadata.name || cfgVol.configMap?.name === cfgHolders[0]?.metadata.name),
+        'config volume mounts the rendered config');
+    const mount = (ctr.volumeMounts || []).find((m) => m.name === 'config');
+    const cfgPath = ctr.args?.[ctr.args.indexOf('-c') + 1];
+    check(mount && (cfgPath === `${mount.mountPath}/ratelimitd.yaml` ||
+        (cfgPath === mount.mountPath && mount.subPath === 'ratelimitd.yaml')) && mount.readOnly === true,
+        `daemon reads ${cfgPath} from the (read-only) mounted config`);
+    check(dep.spec.template.spec.automountServiceAccountToken === false, 'no service account token in the pod (the daemon needs no API access)');
+
+    const hpas = by('HorizontalPodAutoscaler');
+    if (opts['expect-hpa'] === 'absent') {
+        check(hpas.length === 0, 'no HorizontalPodAutoscaler');
+        check(Number.isInteger(dep.spec.replicas), `Deployment replicas set (${dep.spec.replicas})`);
+    } else {
+        check(hpas.length === 1 && hpas[0].apiVersion === 'autoscaling/v2', 'one autoscaling/v2 HorizontalPodAutoscaler');
+        check(dep.spec.replicas === undefined, 'Deployment replicas left to the HPA');
+        if (hpas[0]) {
+            check(hpas[0].spec.scaleTargetRef.name === dep.metadata.name, 'HPA targets the Deployment');
+            check(hpas[0].spec.metrics.some((m) => m.type === 'Resource' && m.resource.name === 'cpu'), 'HPA has a CPU target');
+        }
+    }
+
+    const tlsOn = opts['expect-tls'] === 'on';
+    const svc = by('Service').find((s) => s.metadata.name === dep.metadata.name);
+    check(svc && svc.spec.ports.some((p) => p.name === 'http' && p.targetPort === 'http'), 'Service port http -> http');
+    check(!!(svc && svc.spec.ports.some((p) => p.name === 'https')) === tlsOn, `Service https port ${tlsOn ? 'present' : 'absent'}`);
+    check(('https' in ports) === tlsOn, `container https port ${tlsOn ? 'present' : 'absent'}`);
+    const tlsListen = (cfg.listen || []).find((l) => l.tls);
+    if (!externalConfig) check(!!tlsListen === tlsOn, `TLS listener in config ${tlsOn ? 'present' : 'absent'}`);
+    if (tlsOn && tlsListen) {
+        check(tlsListen.port === ports.https, 'TLS listener port = container https port');
+        const tlsMount = (ctr.volumeMounts || []).find((m) => m.name === 'tls');
+        check(tlsMount && tlsListen.tls.certificate.startsWith(tlsMount.mountPath + '/') && tlsListen.tls.key.startsWith(tlsMount.mountPath + '/'),
+            'certificate and key paths are inside the mounted TLS secret');
+    }
+}
+
+check(by('PodDisruptionBudget').every((p) => p.apiVersion === 'policy/v1'), 'PDBs are policy/v1');
+if (opts['expect-pdb'] === 'absent') check(!by('PodDisruptionBudget').some((p) => p.metadata.name === dep?.metadata.name), 'no ratelimitd PDB');
+else check(by('PodDisruptionBudget').some((p) => p.metadata.name === dep?.metadata.name), 'ratelimitd PDB present');
+
+const sts = by('StatefulSet')[0];
+if (sts) {
+    const hsvc = by('Service').find((s) => s.metadata.name === sts.spec.serviceName);
+    check(hsvc && hsvc.spec.clusterIP === 'None', 'memcached Service is headless (clusterIP None)');
+    const args = sts.spec.template.spec.containers[0].args.join(' ');
+    check(/-m \d+/.test(args) && /-c \d+/.test(args) && /-U 0/.test(args), `memcached args -m -c -U 0 (${args})`);
+    check(hsvc && hsvc.spec.publishNotReadyAddresses === true, 'headless Service publishes not-ready pods (names resolve while memcached starts)');
+    const servers = cfg.backend?.servers || [];
+    const ns = sts.metadata.namespace;
+    const names = [...Array(sts.spec.replicas).keys()].map((i) => `${sts.metadata.name}-${i}`);
+    const podSvcs = names.map((n) => by('Service').find((s) => s.metadata.name === n));
+    if (externalConfig) {
+        ok('backend.servers not checked: they are in the existing Secret');
+    } else if (podSvcs.every((s) => s)) {
+        // addressing: service - one ClusterIP Service per StatefulSet pod, stable across rescheduling
+        check(podSvcs.every((s, i) => s.spec.clusterIP !== 'None' &&
+            s.spec.selector?.['statefulset.kubernetes.io/pod-name'] === names[i]),
+            `one ClusterIP Service per memcached pod, selecting it by pod-name (${names.length})`);
+        check(servers.length === names.length && servers.every((s, i) => s.startsWith(`${names[i]}.${ns}.svc.`)),
+            `backend.servers are the per-pod Services, in ring order (${servers.length})`);
+    } else {
+        // addressing: headless - the StatefulSet's stable pod DNS names
+        check(servers.length === names.length && servers.every((s, i) => s.startsWith(`${names[i]}.${sts.spec.serviceName}.${ns}.svc.`)),
+            `backend.servers are the StatefulSet's stable pod names, in ring order (${servers.length})`);
+    }
+    const mport = sts.spec.template.spec.containers[0].ports?.[0]?.containerPort;
+    if (!externalConfig) check(servers.every((s) => s.endsWith(`:${mport}`)), `backend.servers use the memcached port ${mport}`);
+    check(by('PodDisruptionBudget').some((p) => p.metadata.name === sts.metadata.name), 'memcached PDB present');
+} else if (cfg.backend?.type === 'memcached') {
+    check((cfg.backend.servers || []).length > 0, `external memcached servers listed (${(cfg.backend.servers || []).length})`);
+}
+
+const netpols = by('NetworkPolicy');
+if (opts['expect-netpol'] === 'present') {
+    check(netpols.length >= 1, `NetworkPolicy present (${netpols.length})`);
+    if (sts && dep) {
+        const np = netpols.find((n) => JSON.stringify(n.spec.podSelector.matchLabels) === JSON.stringify(sts.spec.selector.matchLabels));
+        check(!!np, 'a NetworkPolicy selects the memcached pods');
+        if (np) {
+            check(np.spec.policyTypes?.includes('Ingress') && (np.spec.ingress || []).length === 1, 'memcached: one ingress rule');
+            const from = np.spec.ingress?.[0]?.from || [];
+            check(from.length === 1 && JSON.stringify(from[0].podSelector?.matchLabels) === JSON.stringify(dep.spec.selector.matchLabels) &&
+                !from[0].namespaceSelector, 'memcached: ingress only from ratelimitd pods of this release');
+            const ports = np.spec.ingress?.[0]?.ports || [];
+            const mport = sts.spec.template.spec.containers[0].ports[0];
+            check(ports.length === 1 && (ports[0].port === mport.containerPort || ports[0].port === mport.name),
+                `memcached: ingress only on the memcached port (${ports[0]?.port})`);
+        }
+    }
+    if (dep) {
+        const rnp = netpols.find((n) => JSON.stringify(n.spec.podSelector.matchLabels) === JSON.stringify(dep.spec.selector.matchLabels));
+        if (rnp) {
+            const allowed = (rnp.spec.ingress || []).flatMap((r) => (r.ports || []).map((p) => p.port));
+            check(allowed.includes('http'), `ratelimitd NetworkPolicy admits its http port (${allowed.join(',')})`);
+        }
+    }
+} else if (opts['expect-netpol'] === 'absent') {
+    check(netpols.length === 0, 'no NetworkPolicy');
+}
+if (opts['expect-servicemonitor']) {
+    const n = by('ServiceMonitor').length;
+    check(opts['expect-servicemonitor'] === 'present' ? n === 1 : n === 0, `ServiceMonitor ${opts['expect-servicemonitor']}`);
+}
+
+const dash = objs.find((o) => o.kind === 'ConfigMap' && o.data?.['ratelimitd.json']);
+if (dash) {
+    try {
+        const j = JSON.parse(dash.data['ratelimitd.json']);
+        const exprs = j.panels.flatMap((p) => p.targets.map((t) => t.expr)).join(' ');
+        check(['ratelimitd_requests_total', 'ratelimitd_backend_request_duration_seconds_bucket', 'ratelimitd_backend_errors_total', 'ratelimitd_backend_node_up']
+            .every((m) => exprs.includes(m)), 'Grafana dashboard JSON parses and uses the ratelimitd_* metrics');
+    } catch (e) {
+        fail(`Grafana dashboard JSON: ${e.message}`);
+    }
+}
+
+if (failures) {
+    console.log(`${failures} check(s) FAILED`);
+    process.exit(1);
+}

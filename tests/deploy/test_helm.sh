@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2015  # pass() and failed() always succeed, so A && pass || failed is if-then-else
+# deploy.test_helm: offline checks of the Helm chart helm/ratelimitd.
+#   RL_BINARY=build/ratelimitd RL_SOURCE_DIR=. bash tests/deploy/test_helm.sh
+# For every value set in helm/ratelimitd/ci/ and helm/examples/values-production.yaml:
+#   helm lint --strict; helm template; every object validated against the Kubernetes OpenAPI
+#   schemas (kubernetes-models) plus the chart's invariants (tests/deploy/lib/validate-manifests.mjs);
+#   the rendered ratelimitd.yaml accepted by `ratelimitd --check-config`.
+# Then: rendered details, the checksum annotation follows the config, bad values fail through
+# values.schema.json and the chart's own checks, the validator rejects what it must, and the
+# `helm test` pod's script runs against a real ratelimitd.
+set -euo pipefail
+start=$SECONDS
+src=${RL_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+bin=${RL_BINARY:-$src/build/ratelimitd}
+chart=$src/helm/ratelimitd
+[[ -x $bin ]] || { echo "RL_BINARY $bin is not executable"; exit 1; }
+
+tools=$(timeout 300 "$src/scripts/deploy-tools" helm node | tail -n 1)
+helm=$tools/bin/helm
+export RL_NODE_MODULES=$tools/node/node_modules
+validator=$src/tests/deploy/lib/validate-manifests.mjs
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/rl-test-helm.XXXXXX")
+daemon_pid=""
+cleanup() {
+    if [[ -n $daemon_pid ]]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+export HELM_CACHE_HOME=$work/helm-cache HELM_CONFIG_HOME=$work/helm-config HELM_DATA_HOME=$work/helm-data
+echo "helm $("$helm" version --short), node $(node --version), chart $chart"
+
+failures=0
+pass() { echo "  ok   $*"; }
+failed() { echo "  FAIL $*"; failures=$((failures + 1)); }
+H() { timeout 60 "$helm" "$@"; }
+
+# render NAME VALUES-FILE -> $work/NAME.yaml (helm lint --strict, then helm template)
+render() {
+    local name=$1 values=$2
+    if H lint --strict "$chart" -f "$values" >"$work/$name.lint" 2>&1; then
+        pass "$name: helm lint --strict"
+    else
+        failed "$name: helm lint --strict"; cat "$work/$name.lint"
+    fi
+    if H template rl "$chart" --namespace rl-ci -f "$values" >"$work/$name.yaml" 2>"$work/$name.err"; then
+        pass "$name: helm template ($(grep -c '^kind:' "$work/$name.yaml") objects)"
+    else
+        failed "$name: helm template"; cat "$work/$name.err"; return 1
+    fi
+}
+
+# check NAME VALIDATOR-OPTIONS...: schemas + invariants + ratelimitd --check-config
+check() {
+    local name=$1; shift
+    if node "$validator" "$work/$name.yaml" --config-out "$work/$name.ratelimitd.yaml" "$@" >"$work/$name.val" 2>&1; then
+        pass "$name: every object valid against the Kubernetes schemas, chart invariants hold ($(grep -c '  ok' "$work/$name.val") checks)"
+    else
+        failed "$name: manifest validation"; grep -v '  ok' "$work/$name.val"
+    fi
+    # --check-config parses and validates the file; it opens nothing else (TLS files, DNS).
+    local out
+    if out=$("$bin" --check-config -c "$work/$name.ratelimitd.yaml" 2>&1) && [[ $out == ok ]]; then
+        pass "$name: the rendered ratelimitd.yaml passes ratelimitd --check-config"
+    else
+        failed "$name: ratelimitd --check-config: $out"; cat -n "$work/$name.ratelimitd.yaml"
+    fi
+}
+
+echo "== value sets: lint, template, schemas, invariants, --check-config"
+ci=$chart/ci
+declare -A expect=(
+    [default]="--expect-hpa present --expect-netpol absent --expect-tls off --expect-servicemonitor absent"
+    [external-memcached]="--expect-hpa present --expect-netpol absent --expect-tls off --expect-servicemonitor present"
+    [tls]="--expect-tls on --expect-netpol absent"
+    [no-hpa]="--expect-hpa absent --expect-netpol absent"
+    [networkpolicy]="--expect-netpol present --expect-servicemonitor present"
+    [local-backend]="--expect-hpa absent --expect-pdb absent --expect-netpol absent"
+)
+for f in "$ci"/*-values.yaml; do
+    name=$(basename "$f" -values.yaml)
+    if [[ -z ${expect[$name]:-} ]]; then
+        failed "ci value set $(basename "$f") has no expectations in this script"
+        continue
+    fi
+    # shellcheck disable=SC2086  # word splitting of the option list is intended
+    render "$name" "$f" && check "$name" ${expect[$name]}
+done
+render production "$src/helm/examples/values-production.yaml" &&
+    check production --expect-hpa present --expect-netpol present --expect-servicemonitor present
+
+echo "== rendered details"
+r=$work
+grep -q '^kind: ConfigMap' "$r/default.yaml" && ! grep -q '^kind: Secret' "$r/default.yaml" &&
+    pass "default: no secrets in the config, so it is a ConfigMap" || failed "default: config kind"
+grep -q 'rl-ratelimitd-memcached-2\.rl-ci\.svc\.cluster\.local:11211' "$r/default.ratelimitd.yaml" &&
+    pass "default: memcached nodes by per-pod ClusterIP Service names" || failed "default: memcached names"
+grep -q 'terminationGracePeriodSeconds: 15$' "$r/default.yaml" &&
+    pass "default: terminationGracePeriodSeconds 15 = preStop 5 + shutdown_grace_ms 5000 + 5" || failed "default: grace period"
+grep -q '^kind: Secret' "$r/external-memcached.yaml" && ! grep -q 'premium-key-1' <(grep -A3 '^kind: ConfigMap' "$r/external-memcached.yaml") &&
+    pass "external-memcached: API keys and key_hash_secret -> the config is a Secret" || failed "external-memcached: config not in a Secret"
+grep -q 'averageValue: "1500"' "$r/external-memcached.yaml" && grep -q 'name: ratelimitd_requests_per_second' "$r/external-memcached.yaml" &&
+    pass "external-memcached: HPA custom Pods metric ratelimitd_requests_per_second" || failed "external-memcached: HPA custom metric"
+grep -q 'minAvailable: 50%' "$r/external-memcached.yaml" && pass "external-memcached: PDB minAvailable 50%" || failed "external-memcached: PDB"
+! grep -q '^kind: StatefulSet' "$r/external-memcached.yaml" && grep -q "fd00::7\]:11211" "$r/external-memcached.ratelimitd.yaml" &&
+    pass "external-memcached: no StatefulSet; the external servers (incl. IPv6) are the ring" || failed "external-memcached: servers"
+grep -q 'memcached-4\.rl-ratelimitd-memcached\.rl-ci\.svc\.cluster\.local:11211' "$r/no-hpa.ratelimitd.yaml" &&
+    pass "no-hpa: 5 memcached nodes by headless pod names" || failed "no-hpa: memcached names"
+grep -q 'terminationGracePeriodSeconds: 40$' "$r/no-hpa.yaml" && grep -q 'replicas: 4$' "$r/no-hpa.yaml" &&
+    pass "no-hpa: replicas 4, explicit terminationGracePeriodSeconds 40 > 30 s drain" || failed "no-hpa: replicas/grace"
+! grep -qi 'memcached' <(grep -A2 '^kind: \(StatefulSet\|Service\)$' "$r/local-backend.yaml") && ! grep -q 'servers:' "$r/local-backend.ratelimitd.yaml" &&
+    pass "local-backend: no memcached objects, no servers in the config" || failed "local-backend: memcached rendered"
+[[ $(grep -c '^kind: NetworkPolicy' "$r/networkpolicy.yaml") == 2 ]] && grep -q 'kubernetes.io/metadata.name: gateway' "$r/networkpolicy.yaml" &&
+    pass "networkpolicy: memcached policy + ratelimitd ingress from allowedClients" || failed "networkpolicy: policies"
+if H template rl "$chart" --namespace rl-ci --set existingConfigSecret=my-ratelimitd-config >"$r/existing.yaml" 2>&1 &&
+    node "$validator" "$r/existing.yaml" --expect-config external --config-secret my-ratelimitd-config >"$r/existing.val" 2>&1 &&
+    grep -q "^kind: StatefulSet" "$r/existing.yaml"; then
+    pass "existingConfigSecret: no config rendered, pods mount that Secret, objects valid, chart memcached still there"
+else
+    failed "existingConfigSecret"; grep -v "  ok" "$r/existing.val" || tail -n 5 "$r/existing.yaml"
+fi
+if H install rl "$chart" --namespace rl-ci --dry-run=client >"$r/notes.txt" 2>&1 &&
+    grep -q "curl -si --http2-prior-knowledge -H 'X-API-Key: demo-key'" "$r/notes.txt" &&
+    grep -q 'http://rl-ratelimitd.rl-ci.svc:8080/limit' "$r/notes.txt"; then
+    pass "NOTES.txt (helm install --dry-run=client) gives the curl --http2-prior-knowledge command"
+else
+    failed "NOTES.txt"; sed -n '/^NOTES:/,$p' "$r/notes.txt"
+fi
+t=$(H template rl "$chart" -f "$ci/external-memcached-values.yaml" --show-only templates/tests/test-limit.yaml)
+grep -q 'helm.sh/hook: test' <<<"$t" && grep -A1 'name: LIMIT$' <<<"$t" | grep -q '"10"' && grep -A1 'name: HEADER$' <<<"$t" | grep -q 'X-Api-Token' &&
+    pass "helm test pod: hook, LIMIT 10 (tier free of tests.apiKey), the configured key header" || failed "helm test pod"
+
+echo "== checksum/config follows the config"
+sum() { sed -n 's/^checksum=//p' "$work/$1.val"; }
+H template rl "$chart" --namespace rl-ci -f "$ci/default-values.yaml" --set config.limits.default=11 >"$work/changed.yaml"
+node "$validator" "$work/changed.yaml" >"$work/changed.val" 2>&1 || true
+H template rl "$chart" --namespace rl-ci -f "$ci/default-values.yaml" >"$work/same.yaml"
+node "$validator" "$work/same.yaml" >"$work/same.val" 2>&1 || true
+if [[ -n $(sum default) && $(sum default) == $(sum same) && $(sum default) != $(sum changed) ]]; then
+    pass "same values -> same checksum; config.limits.default 10 -> 11 -> new checksum (pods roll)"
+else
+    failed "checksum: default=$(sum default) same=$(sum same) changed=$(sum changed)"
+fi
+
+echo "== bad values are rejected at install time"
+# reject schema|chart DESCRIPTION EXPECTED-MESSAGE-REGEX helm-args...
+# schema: values.schema.json must stop helm template (= install) and helm lint --strict.
+# chart: a cross-field `fail` in _helpers.tpl stops helm template/install.
+reject() {
+    local kind=$1 desc=$2 re=$3; shift 3
+    local out rc=0
+    out=$(H template rl "$chart" "$@" 2>&1) || rc=$?
+    if [[ $rc -ne 0 ]] && grep -Eq "$re" <<<"$out"; then
+        pass "rejected: $desc"
+    else
+        failed "not rejected as expected (rc=$rc): $desc"; tail -n 3 <<<"$out"
+    fi
+    [[ $kind == schema ]] || return 0
+    rc=0
+    out=$(H lint --strict "$chart" "$@" 2>&1) || rc=$?
+    [[ $rc -ne 0 ]] && pass "  and helm lint --strict fails: $desc" || failed "helm lint accepted: $desc"
+}
+reject schema 'replicaCount: "three"' "replicaCount.*want integer" --set-string replicaCount=three
+reject schema 'config.backend.on_failure: maybe' "on_failure.*(one of|enum)" --set config.backend.on_failure=maybe
+reject schema 'misspelled top-level key replicaCuont' "additional propert.*replicaCuont" --set replicaCuont=3
+reject schema 'misspelled config key config.backend.timeoutMS' "additional propert.*timeoutMS" --set config.backend.timeoutMS=20
+reject schema 'config.listen (owned by the chart)' "additional propert.*listen" --set 'config.listen[0].port=9000'
+reject schema 'config.limits.default: 0' "limits/default.*minimum" --set config.limits.default=0
+reject schema 'config.backend.window_ttl_s: 2 (< 3 s)' "window_ttl_s.*minimum" --set config.backend.window_ttl_s=2
+reject schema 'config.log_level: verbose' "log_level.*(one of|enum)" --set config.log_level=verbose
+reject schema 'config.limits.tiers name with a space' "invalid propertyName 'bad name'" --set 'config.limits.tiers.bad\ name=3'
+reject schema 'externalMemcached server "bad host"' "externalMemcached/servers" --set memcached.enabled=false --set 'externalMemcached.servers[0]=bad host'
+reject schema 'tls.port 70000' "tls/port.*maximum" --set tls.port=70000
+reject schema 'memcached.addressing: dns' "addressing.*(one of|enum)" --set memcached.addressing=dns
+reject chart 'memcached off and no external servers' "enable memcached .* or list externalMemcached.servers" --set memcached.enabled=false
+reject chart 'in-cluster and external memcached at once' "are exclusive" --set 'externalMemcached.servers[0]=10.0.0.1:11211'
+reject chart 'backend local with an HPA' "backend.type local counts per pod" --set config.backend.type=local
+reject chart 'tls on without secretName' "tls.enabled needs tls.secretName" --set tls.enabled=true
+reject chart 'API key mapped to an unknown tier' "not in config.limits.tiers" --set config.limits.keys.k1=gold
+reject chart 'autoscaling min > max' "maxReplicas must be >= " --set autoscaling.minReplicas=9 --set autoscaling.maxReplicas=3
+reject chart 'terminationGracePeriodSeconds below the drain time' "must exceed preStopSleepSeconds" --set terminationGracePeriodSeconds=8
+
+echo "== the validator rejects what it must"
+cat >"$work/bad.yaml" <<'EOF'
+apiVersion: policy/v1beta1
+kind: PodDisruptionBudget
+metadata: {name: old}
+spec: {maxUnavailable: 1}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+spec: {replicas: "three", selector: {}, template: {spec: {containers: [{name: c, image: i, ports: [{containerPort: "80"}]}]}}}
+---
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: sm}
+spec: {selector: {}, endpoints: [{port: http, intreval: 15s}]}
+EOF
+node "$validator" "$work/bad.yaml" >"$work/bad.val" 2>&1 || true
+for want in 'policy/v1beta1 is removed' 'Widget w: unknown apiVersion/kind' 'Deployment d schema' 'endpoints\[\].intreval unknown'; do
+    grep -Eq "FAIL .*$want" "$work/bad.val" && pass "validator flags: $want" || { failed "validator missed: $want"; cat "$work/bad.val"; }
+done
+
+echo "== the helm test pod's script against a real ratelimitd (local store, free port)"
+# The pod's shell script, run here with this machine's curl against the daemon started with
+# the rendered config (listener moved to 127.0.0.1:PORT, store switched to local).
+run_test_pod() {
+    local name=$1 values=$2
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    H template rl "$chart" -f "$values" --show-only templates/tests/test-limit.yaml >"$work/$name.testpod.yaml"
+    node --input-type=module - "$work/$name.testpod.yaml" "$work/$name.ratelimitd.yaml" "$work/$name.local.yaml" "$port" "$work/$name.testpod" <<'JS'
+import fs from 'node:fs';
+import path from 'node:path';
+const YAML = await import(path.join(process.env.RL_NODE_MODULES, 'yaml/dist/index.js'));
+const [podFile, cfgFile, outCfg, port, outPrefix] = process.argv.slice(2);
+const pod = YAML.parse(fs.readFileSync(podFile, 'utf8'));
+const c = pod.spec.containers[0];
+fs.writeFileSync(`${outPrefix}.sh`, c.args[0]);
+const env = Object.fromEntries(c.env.map((e) => [e.name, e.value]));
+env.URL = `http://127.0.0.1:${port}`;
+delete env.TLS_URL;
+fs.writeFileSync(`${outPrefix}.env`, Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
+const cfg = YAML.parse(fs.readFileSync(cfgFile, 'utf8'));
+cfg.listen = [{ address: '127.0.0.1', port: Number(port) }];
+cfg.backend = { type: 'local' };
+cfg.threads = 1;
+fs.writeFileSync(outCfg, YAML.stringify(cfg));
+JS
+    "$bin" -c "$work/$name.local.yaml" >"$work/$name.daemon.log" 2>&1 &
+    daemon_pid=$!
+    for _ in $(seq 1 50); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
+        sleep 0.1
+    done
+    # shellcheck disable=SC1090  # generated above
+    if (set -a && . "$work/$name.testpod.env" && HOSTNAME=ci timeout 60 sh -ec "$(cat "$work/$name.testpod.sh")") >"$work/$name.testpod.out" 2>&1; then
+        pass "$name: helm test script passes against ratelimitd: $(grep -E 'PASS|want 403' "$work/$name.testpod.out" | tail -n 1)"
+    else
+        failed "$name: helm test script"; cat "$work/$name.testpod.out"; tail -n 5 "$work/$name.daemon.log"
+    fi
+    kill "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+    daemon_pid=""
+}
+run_test_pod default "$ci/default-values.yaml"
+run_test_pod external-memcached "$ci/external-memcached-values.yaml"
+
+echo "test_helm: $failures failure(s), $((SECONDS - start))s"
+[[ $failures -eq 0 ]]
