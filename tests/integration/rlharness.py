@@ -14,6 +14,7 @@ in CI proves nothing.
 import atexit
 import http.client
 import json
+import collections
 import os
 import re
 import shutil
@@ -836,3 +837,48 @@ class FakeMemcached:
                     c.close()
                 except OSError:
                     pass
+
+
+class LoadGen:
+    """Keep-alive clients sending /limit over `keys` in the background until finish(). Records
+    every status, the slowest answer, and each answer slower than `slow_over` seconds."""
+
+    def __init__(self, port, keys, clients=2, pause=0.002, slow_over=None):
+        self.port, self.keys, self.pause, self.slow_over = port, keys, pause, slow_over
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.statuses = collections.Counter()
+        self.slowest = 0.0
+        self.slow = []
+        self.errors = []
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def run(self, idx):
+        try:
+            c = Client(self.port, timeout=5)
+            n = idx
+            while not self.stop.is_set():
+                r = c.limit(self.keys[n % len(self.keys)])
+                n += 1
+                with self.lock:
+                    self.statuses[r.status] += 1
+                    self.slowest = max(self.slowest, r.elapsed)
+                    if self.slow_over is not None and r.elapsed > self.slow_over:
+                        self.slow.append(round(r.elapsed, 3))
+                if self.pause:
+                    time.sleep(self.pause)
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            with self.lock:
+                self.errors.append(repr(e))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+        return self

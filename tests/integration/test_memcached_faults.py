@@ -10,7 +10,6 @@ import collections
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
 
@@ -22,48 +21,6 @@ TIMEOUT_MS = 100
 SLACK_S = 0.25  # scheduling slack for the Python client on a busy 2-CPU box
 BOUND_S = TIMEOUT_MS / 1000 + SLACK_S
 RSS_LIMIT_KB = 200 * 1024
-
-
-class Recorder:
-    """Keep-alive clients sending /limit over a key set in the background."""
-
-    def __init__(self, port, keys, clients=2, pause=0.002):
-        self.port, self.keys, self.pause = port, keys, pause
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.statuses = collections.Counter()
-        self.slow = []
-        self.errors = []
-        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def run(self, idx):
-        try:
-            c = h.Client(self.port, timeout=5)
-            n = idx
-            while not self.stop.is_set():
-                r = c.limit(self.keys[n % len(self.keys)])
-                n += 1
-                with self.lock:
-                    self.statuses[r.status] += 1
-                    if r.elapsed > BOUND_S:
-                        self.slow.append(round(r.elapsed, 3))
-                if self.pause:
-                    time.sleep(self.pause)
-            c.close()
-        except Exception as e:  # noqa: BLE001
-            with self.lock:
-                self.errors.append(repr(e))
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
-        return self
 
 
 class FaultTest(h.RLTestCase):
@@ -122,7 +79,7 @@ class FaultTest(h.RLTestCase):
         self.addCleanup(fake.stop)
         d = self.start_daemon([real.addr, fake.addr], "open")
         keys = ["%s-%02d" % (mode, i) for i in range(40)]
-        rec = Recorder(d.port, keys).start()
+        rec = h.LoadGen(d.port, keys, slow_over=BOUND_S).start()
         try:
             time.sleep(1.5)
         finally:
@@ -161,7 +118,7 @@ class FaultTest(h.RLTestCase):
         fake = h.FakeMemcached(mode)
         self.addCleanup(fake.stop)
         d = self.start_daemon([real.addr, fake.addr], "closed")
-        rec = Recorder(d.port, ["closed-%s-%02d" % (mode, i) for i in range(40)]).start()
+        rec = h.LoadGen(d.port, ["closed-%s-%02d" % (mode, i) for i in range(40)], slow_over=BOUND_S).start()
         try:
             time.sleep(1.5)
         finally:
@@ -197,7 +154,7 @@ class FaultTest(h.RLTestCase):
         nodes = self.memcached(2)
         stalled = nodes[0]
         d = self.start_daemon([n.addr for n in nodes], "open")
-        rec = Recorder(d.port, ["stall-%02d" % i for i in range(40)]).start()
+        rec = h.LoadGen(d.port, ["stall-%02d" % i for i in range(40)], slow_over=BOUND_S).start()
         try:
             time.sleep(0.5)
             stalled.pause()
@@ -225,7 +182,7 @@ class FaultTest(h.RLTestCase):
     def test_sigstop_node_with_on_failure_closed_answers_503_in_time(self):
         nodes = self.memcached(2)
         d = self.start_daemon([n.addr for n in nodes], "closed")
-        rec = Recorder(d.port, ["stall-c-%02d" % i for i in range(40)]).start()
+        rec = h.LoadGen(d.port, ["stall-c-%02d" % i for i in range(40)], slow_over=BOUND_S).start()
         try:
             time.sleep(0.3)
             nodes[1].pause()
@@ -241,7 +198,7 @@ class FaultTest(h.RLTestCase):
     def test_node_restarted_mid_window(self):
         nodes = self.memcached(2)
         d = self.start_daemon([n.addr for n in nodes], "open", failure_limit=5, retry_interval_ms=200)
-        rec = Recorder(d.port, ["restart-%02d" % i for i in range(40)]).start()
+        rec = h.LoadGen(d.port, ["restart-%02d" % i for i in range(40)], slow_over=BOUND_S).start()
         try:
             time.sleep(0.5)
             port = nodes[0].port

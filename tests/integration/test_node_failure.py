@@ -7,7 +7,6 @@ metrics show it down and ejected; restarted on the same port it rejoins and take
 import collections
 import os
 import sys
-import threading
 import time
 import uuid
 
@@ -15,47 +14,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rlharness as h  # noqa: E402
 
 REQUIRED_TOOLS = ("memcached", "curl")
-
-
-class LoadGen:
-    """Background keep-alive clients over a key set, recording (status, elapsed)."""
-
-    def __init__(self, port, keys, clients=4):
-        self.port = port
-        self.keys = keys
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.statuses = collections.Counter()
-        self.errors = []
-        self.slowest = 0.0
-        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def run(self, idx):
-        try:
-            c = h.Client(self.port, timeout=5)
-            n = idx
-            while not self.stop.is_set():
-                r = c.limit(self.keys[n % len(self.keys)])
-                n += 1
-                with self.lock:
-                    self.statuses[r.status] += 1
-                    self.slowest = max(self.slowest, r.elapsed)
-                time.sleep(0.002)
-            c.close()
-        except Exception as e:  # noqa: BLE001
-            with self.lock:
-                self.errors.append(repr(e))
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
-        return self
 
 
 def burst_exact(test, clients, key, n=12):
@@ -83,7 +41,7 @@ class NodeFailureTest(h.RLTestCase):
         victim = nodes[1]
 
         keys = ["load-%02d" % i for i in range(30)]
-        load = LoadGen(port, keys).start()
+        load = h.LoadGen(port, keys, clients=4).start()
         try:
             time.sleep(0.8)
             victim.kill()
