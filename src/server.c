@@ -12,8 +12,10 @@
  * HTTP/1.1), waits for in-flight decisions, and stops its loop; it never waits longer than
  * shutdown_grace_ms.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -89,10 +91,15 @@ bool rl_server_draining(const rl_server_t *server)
     return atomic_load_explicit(&server->draining, memory_order_relaxed);
 }
 
+/* threads: 0 means one loop per CPU this process may run on (its affinity mask, so taskset
+ * and cpusets are honoured; a CFS quota is not visible here, which is why the chart sets it). */
 static size_t resolve_threads(uint32_t configured)
 {
     if (configured != 0)
         return configured;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return (size_t)CPU_COUNT(&set);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     return cpus > 0 ? (size_t)cpus : 1;
 }
