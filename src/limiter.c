@@ -70,6 +70,9 @@ typedef struct st_rl_deny_set_t {
 
 struct st_rl_deny_cache_t {
     size_t set_mask;
+    /* The newest window anything was denied in. Until a key is denied in the current window a
+     * probe cannot hit, and skipping it saves a likely cache miss on every admitted request. */
+    int64_t newest_window;
     rl_deny_set_t sets[];
 };
 
@@ -90,6 +93,7 @@ rl_deny_cache_t *rl_deny_cache_create(size_t slots)
     if (cache == NULL)
         return NULL;
     cache->set_mask = num_sets - 1;
+    cache->newest_window = RL_DENY_CACHE_UNUSED;
     for (size_t i = 0; i != num_sets; ++i) {
         rl_deny_set_t *set = &cache->sets[i];
         memset(set, 0, sizeof(*set));
@@ -118,6 +122,8 @@ static inline bool entry_is(const rl_deny_entry_t *entry, const rl_keyhash_t *ha
 
 bool rl_deny_cache_contains(const rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window)
 {
+    if (window > cache->newest_window)
+        return false;
     const rl_deny_set_t *set = &cache->sets[set_index(cache, hash)];
     for (size_t w = 0; w != RL_DENY_CACHE_WAYS; ++w) {
         if (entry_is(&set->ways[w], hash, window))
@@ -128,6 +134,8 @@ bool rl_deny_cache_contains(const rl_deny_cache_t *cache, const rl_keyhash_t *ha
 
 void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window)
 {
+    if (window > cache->newest_window)
+        cache->newest_window = window;
     rl_deny_set_t *set = &cache->sets[set_index(cache, hash)];
     size_t victim = 0;
     for (size_t w = 0; w != RL_DENY_CACHE_WAYS; ++w) {

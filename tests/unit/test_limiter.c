@@ -191,6 +191,22 @@ static void test_deny_cache_reuses_past_windows_before_evicting(void **state)
     rl_deny_cache_destroy(cache);
 }
 
+/* The "nothing denied in this window yet" shortcut must not hide a late request's older window. */
+static void test_deny_cache_shortcut_keeps_older_windows_visible(void **state)
+{
+    (void)state;
+    rl_deny_cache_t *cache = rl_deny_cache_create(1024);
+    rl_keyhash_t a = hash_of(1, 1), b = hash_of(2, 2);
+    assert_false(rl_deny_cache_contains(cache, &a, 100));
+    rl_deny_cache_add(cache, &b, 100);
+    rl_deny_cache_add(cache, &a, 101);
+    assert_true(rl_deny_cache_contains(cache, &b, 100));
+    assert_true(rl_deny_cache_contains(cache, &a, 101));
+    assert_false(rl_deny_cache_contains(cache, &b, 101));
+    assert_false(rl_deny_cache_contains(cache, &a, 102));
+    rl_deny_cache_destroy(cache);
+}
+
 static void test_deny_cache_rounds_slots_up_to_power_of_two(void **state)
 {
     (void)state;
@@ -229,6 +245,7 @@ int main(void)
         cmocka_unit_test(test_deny_cache_full_set_evicts_round_robin),
         cmocka_unit_test(test_deny_cache_reuses_past_windows_before_evicting),
         cmocka_unit_test(test_deny_cache_rounds_slots_up_to_power_of_two),
+        cmocka_unit_test(test_deny_cache_shortcut_keeps_older_windows_visible),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
