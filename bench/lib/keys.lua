@@ -3,32 +3,49 @@
 -- THREADS) so threads do not send the same key at the same time; the rotation within a
 -- thread is shared by that thread's connections (wrk's Lua API has no per-connection state),
 -- so consecutive requests of a thread, whichever connection sends them, use consecutive keys.
---   wrk -t1 -c64 -d10s -s bench/lib/keys.lua http://127.0.0.1:PORT/limit -- NKEYS THREADS [DELAY_MS]
--- DELAY_MS (optional, may be fractional): pause per connection between a response and the
--- next request, for a paced load (bench/soak); dithered between floor and ceil so that the
--- mean pause is DELAY_MS although wrk's timer has 1 ms resolution.
+--   wrk -t1 -c64 -d10s -s bench/lib/keys.lua http://127.0.0.1:PORT/limit -- NKEYS THREADS [RATE]
+-- RATE (optional, requests per second for the whole wrk run): paced load for bench/soak. Each
+-- thread hands out send times RATE/THREADS per second apart (monotonic clock through LuaJIT's
+-- ffi); a connection waits for its slot in delay(). A thread that falls behind (late timers,
+-- a slow server) sends at once and makes up at most 10 ms of lateness, so a stall never turns
+-- into more than a 10 ms burst.
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(dir .. "status.lua")
 
-local nkeys, nthreads, pause = 100000, 1, nil
+local nkeys, nthreads, rate = 100000, 1, nil
 local i = 0
 local head, tail
 
 function init(args)
    nkeys = tonumber(args[1]) or nkeys
    nthreads = tonumber(args[2]) or nthreads
-   pause = tonumber(args[3])
+   rate = tonumber(args[3])
    i = math.floor((id or 0) * nkeys / nthreads)
    -- Build the request once around a placeholder; each request only concatenates the key.
    local req = wrk.format("GET", wrk.path, { ["X-API-Key"] = "\1" })
    head, tail = req:match("^(.-)\1(.*)$")
-   if pause then
+   if rate and rate > 0 then
       -- defined only when pacing, so that the unpaced benchmark pays nothing for it
+      local ffi = require("ffi")
+      pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } rl_bench_ts_t;"
+                   .. "int clock_gettime(int, rl_bench_ts_t *);")
+      local ts = ffi.new("rl_bench_ts_t")
+      local function now_ms()
+         ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+         return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+      end
+      local interval = 1000 * nthreads / rate -- ms between two sends of this thread
+      local last = 0
       math.randomseed(1000 + (id or 0))
-      local lo = math.floor(pause)
-      local frac = pause - lo
       delay = function()
-         if math.random() < frac then return lo + 1 end
+         local now = now_ms()
+         local slot = last + interval
+         if slot < now - 10 then slot = now - 10 end -- at most 10 ms of lateness is made up
+         last = slot
+         -- wrk's timers have 1 ms resolution: dither so that the mean wait is exact
+         local wait = slot - now
+         local lo = math.floor(wait)
+         if math.random() < wait - lo then return lo + 1 end
          return lo
       end
    end
