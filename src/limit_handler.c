@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "ratelimitd/error.h"
+#include "ratelimitd/http1_park.h"
 #include "ratelimitd/http_reply.h"
 #include "ratelimitd/log.h"
 #include "ratelimitd/server.h"
@@ -21,6 +22,7 @@ typedef struct st_rl_decision_ctx_t {
     h2o_req_t *req; /* NULL once answered or cancelled */
     rl_worker_t *worker;
     rl_store_op_t *op;
+    h2o_socket_t *parked; /* the HTTP/1 client socket while the store has not answered */
     rl_limit_t limit;
     rl_window_t window;
     rl_keyhash_t hash;
@@ -145,6 +147,10 @@ static void on_counted(void *cbdata, int status, uint64_t value)
     --ctx->worker->inflight;
     if (req == NULL || status == RL_ERR_CANCELLED)
         return;
+    if (ctx->parked != NULL) {
+        rl_http1_unpark(ctx->parked);
+        ctx->parked = NULL;
+    }
     if (status != RL_OK) {
         answer_backend_failure(ctx->worker, req, &ctx->limit, &ctx->window);
         return;
@@ -219,6 +225,8 @@ static void count_in_store(rl_worker_t *worker, h2o_req_t *req, const rl_limit_t
         rl_mckey_format(mckey, sizeof(mckey), worker->key_prefix.base, worker->key_prefix.len, hash, window->window);
     ++worker->inflight;
     rl_store_incr(worker->store, &counter, on_counted, ctx, &ctx->op);
+    if (ctx->op != NULL)
+        ctx->parked = rl_http1_park(req);
 }
 
 static int on_limit(h2o_handler_t *self, h2o_req_t *req)

@@ -322,6 +322,58 @@ class HostileClientsTest(h.RLTestCase):
         finally:
             s.close()
 
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.d.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def test_bytes_arriving_while_a_decision_waits(self):
+        # While a decision waits for memcached, the HTTP/1.1 socket stays in epoll without being
+        # read (src/http1_park.c). A pipelined request, a half-sent one and a client's FIN that
+        # arrive in that time must neither be lost nor make the loop spin on a readable socket.
+        key = "park-" + uuid.uuid4().hex
+        pipelined = socket.create_connection((h.HOST, self.port), timeout=5)
+        finished = socket.create_connection((h.HOST, self.port), timeout=5)
+        req = b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: " + key.encode() + b"\r\n\r\n"
+        h.wait_fresh_second(0.1)
+        self.mc.pause()
+        try:
+            pipelined.sendall(req)
+            finished.sendall(req)
+            time.sleep(0.1)  # both decisions are waiting for the stalled node now
+            pipelined.sendall(req + req[:20])
+            finished.shutdown(socket.SHUT_WR)
+            cpu0 = self.cpu_seconds()
+            time.sleep(0.5)
+            spent = self.cpu_seconds() - cpu0
+        finally:
+            self.mc.resume()
+        # an idle daemon spends ~0; spinning on the readable sockets would burn the whole 0.5 s
+        self.assertLess(spent, 0.15, "daemon used %.2f s of CPU while decisions waited" % spent)
+        pipelined.sendall(req[20:])
+        answers = b""
+        pipelined.settimeout(5)
+        while answers.count(b"HTTP/1.1 ") < 3 or not answers.endswith(b"}"):
+            chunk = pipelined.recv(65536)
+            if not chunk:
+                break
+            answers += chunk
+        pipelined.close()
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3})", answers), [b"200"] * 3, answers[:600])
+        # the connection that sent FIN still gets its answer, then is closed by the daemon
+        finished.settimeout(5)
+        tail = b""
+        while True:
+            chunk = finished.recv(65536)
+            if not chunk:
+                break
+            tail += chunk
+        finished.close()
+        self.assertEqual(h.parse_raw_status(tail), 200, tail[:300])
+        remaining = sorted(int(x) for x in re.findall(rb'"remaining":(\d+)', answers + tail))
+        if len(set(re.findall(rb'"window":(\d+)', answers + tail))) == 1:
+            self.assertEqual(remaining, [6, 7, 8, 9], "every request counted once")
+
     def test_clients_that_vanish_mid_decision(self):
         # the memcached node is stalled, so every decision is pending when its client resets
         self.mc.pause()
