@@ -14,11 +14,10 @@
  * place, because its reply will still arrive and must be consumed in turn.
  *
  * Failure policy (twemproxy's server_failure_limit / server_retry_timeout, as data): a lost
- * connection, a connect error, garbage, or a timeout is one failure; `failure_limit` in a row
- * eject the node from this thread's ring for `retry_interval_ms`; any correct reply resets the
- * count. A closed node that is not ejected reconnects after an exponential backoff (10 ms
- * doubling, per-thread jitter); an ejected one after the retry interval, and rejoins the ring on
- * its first correct reply (the `mn` sent on connect).
+ * connection, a connect error, garbage, or a stall (timeouts within one timeout_ms) is one failure; `failure_limit` in
+ * a row eject the node from this thread's ring for `retry_interval_ms`; any correct reply resets the count. A closed
+ * node that is not ejected reconnects after an exponential backoff (10 ms doubling, per-thread jitter); an ejected one
+ * after the retry interval, and rejoins the ring on its first correct reply (the `mn` sent on connect).
  */
 #include <string.h>
 #include "ratelimitd/error.h"
@@ -258,8 +257,16 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
     rl_store_cb cb = op->cb;
     void *cbdata = op->cbdata;
     op->cb = NULL;
-    ++node->stats.failures;
-    ++node->consecutive_failures;
+    /* One stall times out every op queued behind it, within timeout_ms of each other. Counting
+     * each as a failure would eject a node for one hiccup as soon as failure_limit requests were
+     * waiting; so a stall counts once per timeout_ms it lasts, and failure_limit means "silent
+     * for that many deadlines in a row" whatever the request rate. */
+    uint64_t now_ms = h2o_now(node->thread->loop);
+    if (node->consecutive_failures == 0 || now_ms - node->last_timeout_failure_ms >= store_of(node)->timeout_ms) {
+        ++node->stats.failures;
+        ++node->consecutive_failures;
+        node->last_timeout_failure_ms = now_ms;
+    }
     node->healthy = false;
     /* The late reply, if any, is still matched in order; meanwhile the node may be probed again. */
     if (op->is_probe)

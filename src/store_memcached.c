@@ -130,6 +130,7 @@ static void thread_destroy(rl_store_thread_t *super)
         free(op);
     }
     rl_ring_destroy(thread->ring);
+    rl_ring_destroy(thread->full_ring);
     free(thread->nodes);
     free(thread);
 }
@@ -155,6 +156,7 @@ static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_
     init_backoff(thread);
     thread->probe_entry.cb = on_probe_tick;
     if ((thread->ring = rl_ring_create(store->nodes, store->num_nodes, NULL)) == NULL ||
+        (thread->full_ring = rl_ring_create(store->nodes, store->num_nodes, NULL)) == NULL ||
         (thread->nodes = calloc(store->num_nodes, sizeof(*thread->nodes))) == NULL) {
         thread_destroy(&thread->super);
         return NULL;
@@ -187,7 +189,10 @@ static void incr(rl_store_thread_t *super, const rl_counter_key_t *key, rl_store
     }
     int index = rl_ring_lookup(thread->ring, key->mckey, key->mckey_len);
     if (index < 0) {
-        complete_now(thread, -1, RL_ERR_BACKEND_DOWN, cb, cbdata, handle);
+        /* Every node is ejected. The error is charged to the key's own node, so that errors by
+         * node add up to the decisions that failed. */
+        index = rl_ring_lookup(thread->full_ring, key->mckey, key->mckey_len);
+        complete_now(thread, index, RL_ERR_BACKEND_DOWN, cb, cbdata, handle);
         return;
     }
     rl_mc_node_t *node = &thread->nodes[index];

@@ -79,6 +79,7 @@ struct st_rl_mc_node_t {
     h2o_timeout_entry_t connect_entry;   /* connect deadline while CONNECTING */
     uint32_t backoff_level;
     uint32_t consecutive_failures;
+    uint64_t last_timeout_failure_ms; /* loop time of the last timeout counted as a failure */
     bool ejected;
     bool healthy;
     bool probe_in_flight;
@@ -91,7 +92,8 @@ struct st_rl_mc_thread_t {
     const rl_mc_store_t *store;
     h2o_loop_t *loop;
     rl_metrics_thread_t *metrics; /* may be NULL (unit tests) */
-    rl_ring_t *ring;
+    rl_ring_t *ring;              /* the nodes not ejected */
+    rl_ring_t *full_ring;         /* every node: whose key it is when all are ejected */
     rl_mc_node_t *nodes;
     h2o_timeout_t request_timeout; /* timeout_ms, per op */
     h2o_timeout_t connect_timeout;

@@ -105,6 +105,31 @@ class AllDownTest(h.RLTestCase):
         self.assertEqual(c.get("/healthz").status, 200)
         self.assertAlive(d)
 
+    def test_errors_by_node_add_up_when_every_node_is_ejected(self):
+        # With every node out of the ring, each failed decision is still charged to its key's
+        # node in ratelimitd_backend_errors_total (reason unreachable), not only to
+        # requests_total{decision="backend_error"}.
+        ports = [h.free_port() for _ in range(2)]
+        d = self.start(["127.0.0.1:%d" % p for p in ports], "open", failure_limit=2, retry_interval_ms=60000)
+        threads = 2  # base_config
+        all_ejected = h.wait_until(
+            lambda: d.metrics().sum("ratelimitd_backend_ejections_total") >= threads * len(ports), 5.0)
+        self.assertTrue(all_ejected, d.metrics().find("ratelimitd_backend_ejections_total"))
+        m0 = d.metrics()
+        for i in range(30):
+            st, _, _ = h.http_get(d.port, "/limit", {"X-API-Key": "ejected-%d" % i})
+            self.assertEqual(st, 200)
+        m1 = d.metrics()
+        failed = (m1.get("ratelimitd_requests_total", 0, decision="backend_error")
+                  - m0.get("ratelimitd_requests_total", 0, decision="backend_error"))
+        self.assertEqual(failed, 30)
+        charged = {p: m1.sum("ratelimitd_backend_errors_total", node="127.0.0.1:%d" % p, reason="unreachable")
+                   - m0.sum("ratelimitd_backend_errors_total", node="127.0.0.1:%d" % p, reason="unreachable")
+                   for p in ports}
+        self.assertEqual(sum(charged.values()), 30, charged)
+        self.assertTrue(all(v > 0 for v in charged.values()), "30 keys spread over both nodes: %r" % charged)
+        self.assertAlive(d)
+
 
 if __name__ == "__main__":
     h.main()

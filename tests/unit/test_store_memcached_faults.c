@@ -231,6 +231,44 @@ static void test_silent_node_times_out_and_is_not_ready(void **state)
     fixture_dispose(&f);
 }
 
+/* A stall is one failure per timeout_ms, however many requests were waiting behind it. */
+static void test_a_short_stall_is_one_failure_and_a_long_one_ejects(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fake_t fake;
+    start_on_fake(&f, &fake);
+    f.config.backend.timeout_ms = 50;
+    f.config.backend.failure_limit = 3;
+    f.config.backend.retry_interval_ms = 60000;
+    fixture_start(&f, NULL);
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    fake.mode = FAKE_SILENT;
+    result_t r[20] = {{0}};
+    for (size_t i = 0; i != 20; ++i)
+        incr(&f, "rl:stall:1", &r[i]);
+    assert_true(run_until(f.loop, result_done, &r[19], 3000));
+    for (size_t i = 0; i != 20; ++i)
+        assert_int_equal(r[i].status, RL_ERR_BACKEND_TIMEOUT);
+    rl_mc_node_stats_t stats = stats_of(&f, 0);
+    assert_int_equal(stats.consecutive_failures, 1);
+    assert_false(stats.ejected);
+
+    /* still silent while requests keep coming: ejected once failure_limit deadlines have passed */
+    uint64_t started = now_ms();
+    result_t more[40] = {{0}};
+    node_cond_t ejected = {&f, 0, true};
+    for (size_t i = 0; i != 40 && !node_ejected_is(&ejected); ++i) {
+        incr(&f, "rl:stall:2", &more[i]);
+        run_for(f.loop, 10);
+    }
+    assert_true(node_ejected_is(&ejected));
+    assert_true(now_ms() - started >= 2 * 50 - 10);
+    assert_int_equal(stats_of(&f, 0).ejections, 1);
+    fake_stop(&fake);
+    fixture_dispose(&f);
+}
+
 static void test_idle_probe_detects_a_stalled_node_without_traffic(void **state)
 {
     (void)state;
@@ -341,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_garbage_reply_is_a_protocol_error_and_drops_the_connection),
         cmocka_unit_test(test_truncated_reply_then_close_is_backend_down),
         cmocka_unit_test(test_silent_node_times_out_and_is_not_ready),
+        cmocka_unit_test(test_a_short_stall_is_one_failure_and_a_long_one_ejects),
         cmocka_unit_test(test_idle_probe_detects_a_stalled_node_without_traffic),
         cmocka_unit_test(test_unreachable_node_is_ejected_and_fails_synchronously),
         cmocka_unit_test(test_ejection_moves_only_its_keys_and_readmission_brings_them_back),
