@@ -1,6 +1,8 @@
 """
-HTTP/2: cleartext h2c with prior knowledge, h2 over TLS chosen by ALPN, HTTP/1.1 over TLS, and a
-short h2load run; the rate-limit contract is the same over every protocol.
+HTTP/2: cleartext h2c with prior knowledge or by Upgrade, h2 over TLS chosen by ALPN, HTTP/1.1 over
+TLS, and a short h2load run; the rate-limit contract is the same over every protocol. Every test
+runs twice: with the local store (answers in the same loop turn) and with memcached (answers a
+loop turn later, while an HTTP/1.1 socket is parked: src/http1_park.c).
 """
 
 import json
@@ -31,12 +33,15 @@ def parse_curl_i(out):
 
 
 class Http2Test(h.RLTestCase):
+    def backend(self):
+        return None
+
     def setUp(self):
         super().setUp()
         self.cert, self.key = h.make_self_signed_cert(self.tmpdir)
         self.port = h.free_port()
         self.tls_port = h.free_port()
-        cfg = h.base_config(self.port)
+        cfg = h.base_config(self.port, self.backend())
         cfg["listen"].append({"address": h.HOST, "port": self.tls_port,
                               "tls": {"certificate": self.cert, "key": self.key}})
         cfg["limits"]["tiers"]["bulk"] = 1000
@@ -79,6 +84,23 @@ class Http2Test(h.RLTestCase):
         self.assertTrue(r.stdout.startswith("HTTP/1.1 200"), r.stdout)
         (status, hdrs, end), = parse_curl_i(r.stdout)
         self.assertEqual(hdrs.get("ratelimit-policy"), '"default";q=10;w=1', hdrs)
+
+    def test_h2c_upgrade_then_keepalive_http11_over_tls(self):
+        # curl --http2 on http:// asks for h2c with Upgrade; the first request is answered as
+        # HTTP/2 stream 1. Then several HTTP/1.1 requests on one TLS keep-alive connection.
+        key = "upgrade-" + uuid.uuid4().hex
+        h.wait_fresh_second(0.1)
+        r = h.curl(["--http2", "-i", "-H", "X-API-Key: " + key, "http://127.0.0.1:%d/limit" % self.port,
+                    "http://127.0.0.1:%d/limit" % self.port]).stdout
+        self.assertIn("101 Switching Protocols", r)
+        statuses = re.findall(r"HTTP/[0-9.]+ (\d{3})", r)
+        self.assertEqual(statuses, ["101", "200", "200"], r[:800])
+        self.assertEqual(sorted(re.findall(r'"remaining":(\d+)', r)), ["8", "9"], r[:800])
+        urls = ["https://127.0.0.1:%d/limit" % self.tls_port] * 4
+        r = h.curl(["-k", "--http1.1", "-i", "-H", "X-API-Key: " + key] + urls).stdout
+        self.assertEqual(re.findall(r"HTTP/[0-9.]+ (\d{3})", r), ["200"] * 4, r[:800])
+        if len(set(re.findall(r'"window":(\d+)', r))) == 1:
+            self.assertEqual(re.findall(r'"remaining":(\d+)', r), ["7", "6", "5", "4"], r[:800])
 
     def test_cleartext_port_still_speaks_http11(self):
         c = self.d.client()
@@ -159,6 +181,12 @@ class Http2Test(h.RLTestCase):
         self.assertIsNotNone(m, r.stdout + r.stderr)
         self.assertEqual(tuple(map(int, m.groups())), (100, 0, 0, 0), r.stdout)
         self.assertRegex(r.stdout, r"Application protocol: h2", r.stdout)
+
+
+class Http2MemcachedTest(Http2Test):
+    def backend(self):
+        (node,) = self.memcached(1)
+        return [node.addr]
 
 
 if __name__ == "__main__":
