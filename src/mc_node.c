@@ -18,7 +18,16 @@
  * a row eject the node from this thread's ring for `retry_interval_ms`; any correct reply resets the count. A closed
  * node that is not ejected reconnects after an exponential backoff (10 ms doubling, per-thread jitter); an ejected one
  * after the retry interval, and rejoins the ring on its first correct reply (the `mn` sent on connect).
+ *
+ * Re-resolution: a memcached host given by name can move (a rescheduled pod gets a new IP), so a
+ * reconnect of such a node first looks the name up again on h2o's resolver threads
+ * (h2o_hostinfo_getaddr: a loop thread never blocks in DNS) and connects to the answer. The node
+ * stays CLOSED meanwhile, so requests for it fail fast as during any reconnect. A lookup that fails
+ * is a failure like a refused connect. The first connect uses the start-up resolution, and IP
+ * literals are never looked up.
  */
+#include <netdb.h>
+#include <stdio.h>
 #include <string.h>
 #include "ratelimitd/error.h"
 #include "ratelimitd/log.h"
@@ -397,16 +406,79 @@ static void on_connect_timeout(h2o_timeout_entry_t *entry)
     node_fail(H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, connect_entry, entry), RL_ERR_BACKEND_DOWN);
 }
 
+/* "192.0.2.1:11211" or "[2001:db8::1]:11211"; no DNS (numeric only). */
+static void format_address(const struct sockaddr_storage *addr, socklen_t addrlen, char *buf, size_t cap)
+{
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (getnameinfo((const struct sockaddr *)addr, addrlen, host, sizeof(host), serv, sizeof(serv),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(buf, cap, "(unprintable address)");
+        return;
+    }
+    snprintf(buf, cap, addr->ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+}
+
+/* Makes `ai` the node's address for this and later connects, and says so if it moved. */
+static void adopt_address(rl_mc_node_t *node, const struct addrinfo *ai)
+{
+    struct sockaddr_storage addr = {0};
+    memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
+    /* compared as text: the same address can differ in bytes nobody reads (sin_zero, padding) */
+    char now[NI_MAXHOST + 16], was[NI_MAXHOST + 16];
+    format_address(&addr, ai->ai_addrlen, now, sizeof(now));
+    format_address(&node->addr, node->addrlen, was, sizeof(was));
+    if (strcmp(now, was) == 0)
+        return;
+    rl_log_info("memcached", "node %s now at %s (was %s)", store_of(node)->nodes[node->index].name, now, was);
+    node->addr = addr;
+    node->addrlen = ai->ai_addrlen;
+    ++node->stats.address_changes;
+}
+
+/* Loop thread (h2o's receiver): the answer to resolve_then_connect. h2o frees `req` afterwards. */
+static void on_lookup(h2o_hostinfo_getaddr_req_t *req, const char *errstr, struct addrinfo *res, void *cbdata)
+{
+    (void)req;
+    rl_mc_node_t *node = cbdata;
+    const rl_node_config_t *config = &store_of(node)->nodes[node->index];
+    node->lookup = NULL;
+    if (errstr != NULL || res == NULL || res->ai_addrlen > sizeof(node->addr)) {
+        rl_log_warn("memcached", "node %s: cannot resolve %s: %s", config->name, config->host,
+                    errstr != NULL ? errstr : "no usable address");
+        node_fail(node, RL_ERR_BACKEND_DOWN);
+        return;
+    }
+    /* the first answer, as at start-up: getaddrinfo has already ordered them by preference */
+    adopt_address(node, res);
+    rl_mc_node_connect(node);
+}
+
+static void resolve_then_connect(rl_mc_node_t *node)
+{
+    const rl_node_config_t *config = &store_of(node)->nodes[node->index];
+    char port[8];
+    int port_len = snprintf(port, sizeof(port), "%u", (unsigned)config->port);
+    ++node->stats.lookups;
+    /* the same hints as the start-up resolution, so both agree on which address comes first */
+    node->lookup = h2o_hostinfo_getaddr(
+        &node->thread->resolver->receiver, h2o_iovec_init(config->host, strlen(config->host)),
+        h2o_iovec_init(port, (size_t)port_len), AF_UNSPEC, SOCK_STREAM, 0, AI_NUMERICSERV, on_lookup, node);
+}
+
+/* Every reconnect follows a failure, and a failure may mean the name now points elsewhere. */
 static void on_reconnect(h2o_timeout_entry_t *entry)
 {
-    rl_mc_node_connect(H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, reconnect_entry, entry));
+    rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, reconnect_entry, entry);
+    if (store_of(node)->is_name[node->index] && node->thread->resolver != NULL)
+        resolve_then_connect(node);
+    else
+        rl_mc_node_connect(node);
 }
 
 void rl_mc_node_connect(rl_mc_node_t *node)
 {
-    const rl_mc_store_t *store = store_of(node);
-    h2o_socket_t *sock = h2o_socket_connect(node->thread->loop, (struct sockaddr *)&store->addrs[node->index],
-                                            store->addrlens[node->index], on_connect);
+    h2o_socket_t *sock =
+        h2o_socket_connect(node->thread->loop, (struct sockaddr *)&node->addr, node->addrlen, on_connect);
     if (sock == NULL) {
         node_fail(node, RL_ERR_BACKEND_DOWN);
         return;
@@ -427,10 +499,18 @@ void rl_mc_node_init(rl_mc_node_t *node, rl_mc_thread_t *thread, size_t index)
     node->reconnect_entry.cb = on_reconnect;
     node->connect_entry.cb = on_connect_timeout;
     node->last_activity_ms = h2o_now(thread->loop);
+    node->addr = thread->store->addrs[index];
+    node->addrlen = thread->store->addrlens[index];
 }
 
-void rl_mc_node_dispose(rl_mc_node_t *node, int status)
+bool rl_mc_node_dispose(rl_mc_node_t *node, int status)
 {
+    bool lookup_cancelled = node->lookup != NULL;
+    if (lookup_cancelled) {
+        /* from here on h2o never calls on_lookup with this node */
+        h2o_hostinfo_getaddr_cancel(node->lookup);
+        node->lookup = NULL;
+    }
     close_socket(node);
     h2o_timeout_unlink(&node->reconnect_entry);
     fail_pending(node, status, status);
@@ -438,4 +518,5 @@ void rl_mc_node_dispose(rl_mc_node_t *node, int status)
     free(node->writing.base);
     node->out = (rl_mc_bytes_t){NULL, 0, 0};
     node->writing = (rl_mc_bytes_t){NULL, 0, 0};
+    return lookup_cancelled;
 }

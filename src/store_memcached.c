@@ -2,15 +2,18 @@
  * The memcached store: a pool of memcached nodes shared by every ratelimitd instance, each
  * counter on the node the ketama ring picks for its key.
  *
- * Split of work: the process-wide rl_mc_store_t holds settings and addresses resolved once, here
- * on the main thread, because a loop thread must never block in DNS. Each loop thread builds its
- * own rl_mc_thread_t on its own loop: one pipelined connection per node (mc_node.c), its own
- * ring (a memcached_st is not thread-safe), its own timers and a free list of ops, so the
- * request path takes no lock and, in steady state, no malloc. Ejection is per thread: each
- * thread learns on its own that a node is down, which costs at most failure_limit errors per
- * thread and avoids any cross-thread signalling.
+ * Split of work: the process-wide rl_mc_store_t holds settings and the addresses resolved at
+ * start-up, here on the main thread, where a name that does not resolve is a configuration error.
+ * Each loop thread builds its own rl_mc_thread_t on its own loop: one pipelined connection per
+ * node (mc_node.c) with its own copy of the node's address, which a reconnect refreshes when the
+ * host is a name (asynchronously, through the thread's resolver queue: a loop thread must never
+ * block in DNS); its own ring (a memcached_st is not thread-safe), its own timers and a free list
+ * of ops, so the request path takes no lock and, in steady state, no malloc. Ejection is per
+ * thread: each thread learns on its own that a node is down, which costs at most failure_limit
+ * errors per thread and avoids any cross-thread signalling.
  */
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +104,33 @@ static void init_backoff(rl_mc_thread_t *thread)
     }
 }
 
+rl_mc_resolver_t *rl_mc_resolver_create(h2o_loop_t *loop)
+{
+    rl_mc_resolver_t *resolver = calloc(1, sizeof(*resolver));
+    if (resolver == NULL)
+        return NULL;
+    resolver->queue = h2o_multithread_create_queue(loop);
+    h2o_multithread_register_receiver(resolver->queue, &resolver->receiver, h2o_hostinfo_getaddr_receiver);
+    return resolver;
+}
+
+void rl_mc_resolver_dispose(rl_mc_resolver_t *resolver, bool lookups_cancelled)
+{
+    if (resolver == NULL)
+        return;
+    if (lookups_cancelled) {
+        /* h2o_hostinfo_getaddr_cancel() frees a lookup still queued, but one already running on a
+         * resolver thread posts its (ignored) answer to this receiver later: unregistering with an
+         * answer waiting aborts, and freeing the queue would let that thread write into freed memory.
+         * Only possible when a thread stops mid-lookup, that is at exit: the few bytes stay. */
+        rl_log_debug("memcached", "a host name lookup was still in flight: its answer queue is left to the process");
+        return;
+    }
+    h2o_multithread_unregister_receiver(resolver->queue, &resolver->receiver);
+    h2o_multithread_destroy_queue(resolver->queue);
+    free(resolver);
+}
+
 static void dispose_timeouts(rl_mc_thread_t *thread)
 {
     h2o_timeout_unlink(&thread->probe_entry);
@@ -119,10 +149,12 @@ static void thread_destroy(rl_store_thread_t *super)
     if (thread == NULL)
         return;
     thread->closing = true;
+    bool lookups_cancelled = false;
     if (thread->nodes != NULL) {
         for (size_t i = 0; i != thread->store->num_nodes; ++i)
-            rl_mc_node_dispose(&thread->nodes[i], RL_ERR_CANCELLED);
+            lookups_cancelled |= rl_mc_node_dispose(&thread->nodes[i], RL_ERR_CANCELLED);
     }
+    rl_mc_resolver_dispose(thread->resolver, lookups_cancelled);
     dispose_timeouts(thread);
     while (!h2o_linklist_is_empty(&thread->free_ops)) {
         rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, link, thread->free_ops.next);
@@ -155,8 +187,11 @@ static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_
     h2o_timeout_init(loop, &thread->probe_timeout, RL_MC_PROBE_TICK_MS);
     init_backoff(thread);
     thread->probe_entry.cb = on_probe_tick;
+    /* only names need a resolver: an all-literal pool costs no queue, no pipe, no resolver thread.
+     * The nodes come last: thread_destroy disposes every node of a non-NULL array. */
     if ((thread->ring = rl_ring_create(store->nodes, store->num_nodes, NULL)) == NULL ||
         (thread->full_ring = rl_ring_create(store->nodes, store->num_nodes, NULL)) == NULL ||
+        (store->any_name && (thread->resolver = rl_mc_resolver_create(loop)) == NULL) ||
         (thread->nodes = calloc(store->num_nodes, sizeof(*thread->nodes))) == NULL) {
         thread_destroy(&thread->super);
         return NULL;
@@ -250,10 +285,11 @@ static void destroy(rl_store_t *super)
     free(store->nodes);
     free(store->addrs);
     free(store->addrlens);
+    free(store->is_name);
     free(store);
 }
 
-/* Main thread, at start-up: the only place a host name is resolved. */
+/* Main thread, at start-up: the only synchronous resolution (reconnects resolve on h2o's threads). */
 static int resolve(const rl_node_config_t *node, struct sockaddr_storage *addr, socklen_t *addrlen, char *err,
                    size_t errlen)
 {
@@ -272,13 +308,25 @@ static int resolve(const rl_node_config_t *node, struct sockaddr_storage *addr, 
     return RL_OK;
 }
 
+/* True for an IP literal: getaddrinfo answers it without DNS, so there is nothing to re-resolve. */
+static bool is_ip_literal(const char *host)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
+    struct addrinfo *res;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0)
+        return false;
+    freeaddrinfo(res);
+    return true;
+}
+
 static int copy_nodes(rl_mc_store_t *store, const rl_config_t *config, char *err, size_t errlen)
 {
     size_t n = config->backend.num_servers;
     store->nodes = calloc(n, sizeof(*store->nodes));
     store->addrs = calloc(n, sizeof(*store->addrs));
     store->addrlens = calloc(n, sizeof(*store->addrlens));
-    if (store->nodes == NULL || store->addrs == NULL || store->addrlens == NULL)
+    store->is_name = calloc(n, sizeof(*store->is_name));
+    if (store->nodes == NULL || store->addrs == NULL || store->addrlens == NULL || store->is_name == NULL)
         goto NoMem;
     store->num_nodes = n;
     for (size_t i = 0; i != n; ++i) {
@@ -291,6 +339,8 @@ static int copy_nodes(rl_mc_store_t *store, const rl_config_t *config, char *err
         int ret = resolve(&store->nodes[i], &store->addrs[i], &store->addrlens[i], err, errlen);
         if (ret != RL_OK)
             return ret;
+        store->is_name[i] = !is_ip_literal(store->nodes[i].host);
+        store->any_name |= store->is_name[i];
     }
     return RL_OK;
 NoMem:

@@ -22,7 +22,9 @@ typedef struct st_rl_mc_node_stats_t {
     uint64_t replies;
     uint64_t failures; /* connection-level failures and timeouts */
     uint64_t ejections;
-    uint64_t probes; /* `mn` sent */
+    uint64_t probes;          /* `mn` sent */
+    uint64_t lookups;         /* re-resolutions of the host name started before a reconnect */
+    uint64_t address_changes; /* lookups that moved the node to another address */
 } rl_mc_node_stats_t;
 
 /*

@@ -339,9 +339,10 @@ def base_config(port, backend=None, **overrides):
 
 
 class Daemon:
-    """One ratelimitd process. `config` is a dict (written as YAML) or a YAML string."""
+    """One ratelimitd process. `config` is a dict (written as YAML) or a YAML string. `env`: extra
+    environment variables for the process (on top of this one's), or None for none."""
 
-    def __init__(self, tmpdir, config=None, port=None, backend=None, name="rl", extra_args=()):
+    def __init__(self, tmpdir, config=None, port=None, backend=None, name="rl", extra_args=(), env=None):
         self.tmpdir = tmpdir
         self.name = name
         self.port = port or free_port()
@@ -352,6 +353,7 @@ class Daemon:
         self.log_path = os.path.join(tmpdir, "%s.stderr" % name)
         self.out_path = os.path.join(tmpdir, "%s.stdout" % name)
         self.extra_args = list(extra_args)
+        self.env = dict(env) if env else None
         self.proc = None
         self.write_config(config)
 
@@ -368,7 +370,7 @@ class Daemon:
         self._out = open(self.out_path, "ab")
         self.proc = subprocess.Popen([rl_binary(), "-c", self.conf_path] + self.extra_args,
                                      stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-                                     cwd=self.tmpdir)
+                                     cwd=self.tmpdir, env=None if self.env is None else dict(os.environ, **self.env))
         _register(self.proc)
         self.started_at = time.monotonic()
         if wait:
