@@ -259,6 +259,18 @@ static void node_fail(rl_mc_node_t *node, int cause)
     drop_connection(node, cause);
 }
 
+/* One line per counted stall (at most failure_limit before the node is ejected): how long the
+ * request waited and when the node last answered tell a silent node from a late loop. */
+static void log_stall(rl_mc_node_t *node, const rl_mc_op_t *op)
+{
+    uint64_t now = rl_mc_now_usec();
+    unsigned long long since_reply = node->last_reply_usec != 0 ? (now - node->last_reply_usec) / 1000 : 0;
+    rl_log_warn("memcached",
+                "node %s: no reply for %llu ms (timeout_ms %u, %zu requests waiting, last reply %llu ms ago)",
+                store_of(node)->nodes[node->index].name, (unsigned long long)((now - op->issued_usec) / 1000),
+                store_of(node)->timeout_ms, node->num_pending, since_reply);
+}
+
 static void on_op_timeout(h2o_timeout_entry_t *entry)
 {
     rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, timeout, entry);
@@ -275,6 +287,7 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
         ++node->stats.failures;
         ++node->consecutive_failures;
         node->last_timeout_failure_ms = now_ms;
+        log_stall(node, op);
     }
     node->healthy = false;
     /* The late reply, if any, is still matched in order; meanwhile the node may be probed again. */
@@ -326,6 +339,7 @@ static int complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64_
             : reply->kind != RL_MC_REPLY_VA || !reply->has_opaque || reply->opaque != op->opaque || reply->value == 0)
         return RL_ERR_BACKEND_PROTOCOL;
     ++node->stats.replies;
+    node->last_reply_usec = now_usec;
     if (node->thread->metrics != NULL && !op->is_probe)
         rl_metrics_observe_backend_latency(node->thread->metrics, now_usec - op->issued_usec);
     node->last_activity_ms = h2o_now(node->thread->loop);

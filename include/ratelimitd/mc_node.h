@@ -82,6 +82,7 @@ struct st_rl_mc_node_t {
     uint32_t backoff_level;
     uint32_t consecutive_failures;
     uint64_t last_timeout_failure_ms; /* loop time of the last timeout counted as a failure */
+    uint64_t last_reply_usec;         /* rl_mc_now_usec() of the last matched reply, 0 before any */
     bool ejected;
     bool healthy;
     bool probe_in_flight;

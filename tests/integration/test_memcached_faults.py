@@ -8,6 +8,7 @@ ejects it, and keeps counting exactly on the healthy node.
 
 import collections
 import os
+import re
 import socket
 import sys
 import time
@@ -177,6 +178,11 @@ class FaultTest(h.RLTestCase):
                                 m.find("ratelimitd_backend_errors_total", node=stalled.addr))
         wrong = self.exact_bursts(d)
         self.assertFalse(wrong, "after re-admission counting is exact again: %r" % wrong)
+        # the stall is in the log, with how long the node had been silent, before the ejection
+        stalls = re.findall(r"node %s: no reply for (\d+) ms \(timeout_ms \d+, (\d+) requests waiting, last reply "
+                            r"(\d+) ms ago\)" % re.escape(stalled.addr), d.log())
+        self.assertTrue(stalls, d.log_tail())
+        self.assertTrue(all(int(waited) >= TIMEOUT_MS - 5 for waited, _, _ in stalls), stalls)
         self.check_alive_and_small(d)
 
     def test_sigstop_node_with_on_failure_closed_answers_503_in_time(self):
