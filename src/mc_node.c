@@ -15,9 +15,9 @@
  *
  * Failure policy (twemproxy's server_failure_limit / server_retry_timeout, as data): a lost
  * connection, a connect error, garbage, or a stall (timeouts within one timeout_ms) is one failure; `failure_limit` in
- * a row eject the node from this thread's ring for `retry_interval_ms`; any correct reply resets the count. A closed
- * node that is not ejected reconnects after an exponential backoff (10 ms doubling, per-thread jitter); an ejected one
- * after the retry interval, and rejoins the ring on its first correct reply (the `mn` sent on connect).
+ * a row eject the node from this thread's ring for `retry_interval_ms`; a correct increment reply resets the count. A
+ * closed node that is not ejected reconnects after an exponential backoff (10 ms doubling, per-thread jitter); an
+ * ejected one after the retry interval, and rejoins the ring on its first correct reply (the `mn` sent on connect).
  *
  * Re-resolution: a memcached host given by name can move (a rescheduled pod gets a new IP), so a
  * reconnect of such a node first looks the name up again on h2o's resolver threads

@@ -167,6 +167,14 @@ static void thread_destroy(rl_store_thread_t *super)
     free(thread);
 }
 
+static bool any_name(const rl_mc_store_t *store)
+{
+    for (size_t i = 0; i != store->num_nodes; ++i)
+        if (store->is_name[i])
+            return true;
+    return false;
+}
+
 /* Loop thread: builds this thread's ring, timers and nodes, and starts connecting. */
 static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_metrics_thread_t *metrics)
 {
@@ -191,7 +199,7 @@ static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_
      * The nodes come last: thread_destroy disposes every node of a non-NULL array. */
     if ((thread->ring = rl_ring_create(store->nodes, store->num_nodes, NULL)) == NULL ||
         (thread->full_ring = rl_ring_create(store->nodes, store->num_nodes, NULL)) == NULL ||
-        (store->any_name && (thread->resolver = rl_mc_resolver_create(loop)) == NULL) ||
+        (any_name(store) && (thread->resolver = rl_mc_resolver_create(loop)) == NULL) ||
         (thread->nodes = calloc(store->num_nodes, sizeof(*thread->nodes))) == NULL) {
         thread_destroy(&thread->super);
         return NULL;
@@ -340,7 +348,6 @@ static int copy_nodes(rl_mc_store_t *store, const rl_config_t *config, char *err
         if (ret != RL_OK)
             return ret;
         store->is_name[i] = !is_ip_literal(store->nodes[i].host);
-        store->any_name |= store->is_name[i];
     }
     return RL_OK;
 NoMem:

@@ -35,7 +35,6 @@ typedef struct st_rl_mc_store_t {
     struct sockaddr_storage *addrs; /* resolved at start-up; each thread's nodes start from these */
     socklen_t *addrlens;
     bool *is_name; /* the host is a DNS name, not an IP literal: reconnects resolve it again */
-    bool any_name;
     size_t num_nodes;
     uint32_t timeout_ms;
     uint32_t window_ttl_s;

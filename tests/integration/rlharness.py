@@ -431,6 +431,12 @@ class Daemon:
         return "---- %s stderr (last %d of %d lines) ----\n%s\n----" % (self.name, min(n, len(lines)), len(lines),
                                                                        "\n".join(lines[-n:]))
 
+    def cpu_seconds(self):
+        """utime + stime of the daemon so far, from /proc/<pid>/stat."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kb(self):
         with open("/proc/%d/status" % self.proc.pid) as f:
             for line in f:
@@ -568,6 +574,18 @@ def raw_exchange(port, data, timeout=3.0, read_until_close=False, max_bytes=1 <<
     finally:
         s.close()
     return buf, closed
+
+
+def recv_until(sock, done=lambda buf: False, timeout=5.0):
+    """Reads from a connected socket until done(bytes so far), the peer closes, or timeout."""
+    sock.settimeout(timeout)
+    buf = b""
+    while not done(buf):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def _complete_response(buf):

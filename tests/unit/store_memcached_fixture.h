@@ -194,4 +194,17 @@ static inline int incr_wait(fixture_t *f, const char *key, uint64_t *value)
     return r.status;
 }
 
+/* Issues `n` increments of `key` in one loop turn, waits for the last, and checks that every one
+ * completed once with `status`. */
+static inline void incr_all_expect(fixture_t *f, const char *key, result_t *r, size_t n, int status)
+{
+    for (size_t i = 0; i != n; ++i)
+        incr(f, key, &r[i]);
+    assert_true(run_until(f->loop, result_done, &r[n - 1], 3000));
+    for (size_t i = 0; i != n; ++i) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, status);
+    }
+}
+
 #endif

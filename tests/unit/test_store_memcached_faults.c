@@ -200,11 +200,7 @@ static void test_truncated_reply_then_close_is_backend_down(void **state)
     assert_true(run_until(f.loop, store_ready, f.thread, 3000));
     fake.mode = FAKE_TRUNCATE;
     result_t r[3] = {{0}};
-    for (size_t i = 0; i != 3; ++i)
-        incr(&f, "rl:t:1", &r[i]);
-    assert_true(run_until(f.loop, result_done, &r[2], 3000));
-    for (size_t i = 0; i != 3; ++i)
-        assert_int_equal(r[i].status, RL_ERR_BACKEND_DOWN);
+    incr_all_expect(&f, "rl:t:1", r, 3, RL_ERR_BACKEND_DOWN);
     assert_int_equal(stats_of(&f, 0).pending, 0);
     fake_stop(&fake);
     fixture_dispose(&f);
@@ -245,11 +241,7 @@ static void test_a_short_stall_is_one_failure_and_a_long_one_ejects(void **state
     assert_true(run_until(f.loop, store_ready, f.thread, 3000));
     fake.mode = FAKE_SILENT;
     result_t r[20] = {{0}};
-    for (size_t i = 0; i != 20; ++i)
-        incr(&f, "rl:stall:1", &r[i]);
-    assert_true(run_until(f.loop, result_done, &r[19], 3000));
-    for (size_t i = 0; i != 20; ++i)
-        assert_int_equal(r[i].status, RL_ERR_BACKEND_TIMEOUT);
+    incr_all_expect(&f, "rl:stall:1", r, 20, RL_ERR_BACKEND_TIMEOUT);
     rl_mc_node_stats_t stats = stats_of(&f, 0);
     assert_int_equal(stats.consecutive_failures, 1);
     assert_false(stats.ejected);
