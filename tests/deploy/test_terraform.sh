@@ -16,7 +16,9 @@ src=${RL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${RL_BINARY:-$src/build/ratelimitd}
 export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
 command -v terraform >/dev/null || { echo "SKIPPED: terraform not installed"; exit 77; }
-terraform version | head -n 1
+# not `| head -n 1`: under pipefail, head closing the pipe early can fail the script with SIGPIPE
+tf_version=$(terraform version)
+echo "${tf_version%%$'\n'*}"
 
 work=$(mktemp -d /tmp/rl-test-tf.XXXXXX)
 trap 'rm -rf "$work"' EXIT
