@@ -39,6 +39,8 @@ struct st_rl_metrics_thread_t {
     _Alignas(64) _Atomic uint64_t requests[RL_OUTCOME__COUNT];
     _Atomic uint64_t deny_cache_hits;
     _Atomic int64_t open_connections;
+    _Atomic uint64_t connections_shed;
+    _Atomic uint64_t accept_pauses;
     _Atomic uint64_t latency_buckets[RL_LATENCY_BUCKETS]; /* not cumulative; summed at render */
     _Atomic uint64_t latency_sum_usec;
     _Atomic uint64_t latency_count;
@@ -150,6 +152,16 @@ void rl_metrics_connection_closed(rl_metrics_thread_t *mt)
 {
     atomic_store_explicit(&mt->open_connections, atomic_load_explicit(&mt->open_connections, memory_order_relaxed) - 1,
                           memory_order_relaxed);
+}
+
+void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt)
+{
+    bump(&mt->connections_shed, 1);
+}
+
+void rl_metrics_count_accept_pause(rl_metrics_thread_t *mt)
+{
+    bump(&mt->accept_pauses, 1);
 }
 
 void rl_metrics_observe_backend_latency(rl_metrics_thread_t *mt, uint64_t usec)
@@ -299,6 +311,16 @@ static void render_requests(rl_metrics_t *m, rl_text_t *out)
                 "# HELP ratelimitd_open_connections Client connections currently open.\n"
                 "# TYPE ratelimitd_open_connections gauge\nratelimitd_open_connections %lld\n",
                 (long long)open);
+    text_printf(out,
+                "# HELP ratelimitd_connections_shed_total Connections closed at accept: the connection limit "
+                "(server.max_connections, or less if the open-file limit is lower) was reached.\n"
+                "# TYPE ratelimitd_connections_shed_total counter\nratelimitd_connections_shed_total %llu\n",
+                (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, connections_shed)));
+    text_printf(out,
+                "# HELP ratelimitd_accept_pauses_total Times a loop thread stopped accepting for 100 ms because "
+                "no file descriptor was left.\n"
+                "# TYPE ratelimitd_accept_pauses_total counter\nratelimitd_accept_pauses_total %llu\n",
+                (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, accept_pauses)));
 }
 
 static void render_latency(rl_metrics_t *m, rl_text_t *out)

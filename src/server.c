@@ -22,12 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include "ratelimitd/error.h"
+#include "ratelimitd/fd_budget.h"
 #include "ratelimitd/log.h"
 #include "ratelimitd/server.h"
 
@@ -40,6 +42,12 @@
  */
 #define RL_GOAWAY_RESEND_MS 1000
 #define RL_HALF_CLOSE_AFTER_MS (RL_GOAWAY_RESEND_MS + 100)
+/*
+ * When accept() finds no descriptor left, the connection stays in the kernel's backlog and the
+ * listener stays readable: a thread stops accepting this long instead of spinning on it.
+ */
+#define RL_ACCEPT_PAUSE_MS 100
+#define RL_ACCEPT_ERROR_LOG_EVERY_MS 1000
 
 typedef enum { RL_MSG_RELOAD, RL_MSG_SHUTDOWN } rl_message_kind_t;
 
@@ -61,6 +69,7 @@ struct st_rl_server_t {
     rl_worker_t *workers;
     size_t num_workers;
     _Atomic size_t connections;
+    uint32_t max_connections; /* in force: server.max_connections within the open-file limit */
     _Atomic bool draining;
     bool running;
     pthread_barrier_t started; /* the main thread waits until every loop can take messages */
@@ -211,6 +220,25 @@ static int open_listeners(rl_server_t *server, char *err, size_t errlen)
     return RL_OK;
 }
 
+/* server.max_connections, lowered (with a warning) to what RLIMIT_NOFILE leaves for clients. */
+static uint32_t connections_in_force(const rl_config_t *config, size_t num_workers)
+{
+    uint32_t configured = config->server.max_connections;
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY)
+        return configured;
+    size_t nodes = config->backend.type == RL_BACKEND_MEMCACHED ? config->backend.num_servers : 0;
+    uint64_t reserved = rl_fd_budget_reserved(num_workers, config->num_listen, nodes);
+    uint32_t allowed = rl_fd_budget_max_connections(nofile.rlim_cur, reserved, configured);
+    if (allowed < configured)
+        rl_log_warn("server",
+                    "server.max_connections is %u but the open-file limit (%llu, %llu of them kept for "
+                    "listeners, memcached and the loops) allows %u client connections: more are shed; "
+                    "raise the limit (ulimit -n, LimitNOFILE=) to allow more",
+                    configured, (unsigned long long)nofile.rlim_cur, (unsigned long long)reserved, allowed);
+    return allowed;
+}
+
 rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, char *err, size_t errlen)
 {
     rl_server_t *server = calloc(1, sizeof(*server));
@@ -220,6 +248,7 @@ rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, ch
     }
     server->config = config;
     server->num_workers = resolve_threads(config->threads);
+    server->max_connections = connections_in_force(config, server->num_workers);
     rl_hash_secret_init(&server->secret, config->backend.key_hash_secret, strlen(config->backend.key_hash_secret));
     rl_limits_retain(limits);
     server->initial_limits = limits;
@@ -265,7 +294,7 @@ static bool track_connection(rl_worker_t *worker, h2o_socket_t *sock)
 {
     size_t open = atomic_fetch_add_explicit(&worker->server->connections, 1, memory_order_relaxed);
     rl_connection_t *conn = malloc(sizeof(*conn));
-    if (conn == NULL || open >= worker->config->server.max_connections) {
+    if (conn == NULL || open >= worker->server->max_connections) {
         atomic_fetch_sub_explicit(&worker->server->connections, 1, memory_order_relaxed);
         free(conn);
         return false;
@@ -295,6 +324,46 @@ static void half_close_connections(rl_worker_t *worker)
     }
 }
 
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+static void set_accepting(rl_worker_t *worker, bool accepting)
+{
+    for (size_t l = 0; l < worker->num_listeners; ++l) {
+        if (worker->listeners[l] == NULL)
+            continue;
+        if (accepting)
+            h2o_socket_read_start(worker->listeners[l], on_accept);
+        else
+            h2o_socket_read_stop(worker->listeners[l]);
+    }
+}
+
+static void on_accept_pause_over(h2o_timeout_entry_t *entry)
+{
+    rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, accept_pause_entry, entry);
+    set_accepting(worker, true);
+}
+
+/* Out of descriptors (ours or the system's): stop accepting for a moment rather than spin. */
+static void pause_accepting(rl_worker_t *worker, int error)
+{
+    rl_metrics_count_accept_pause(worker->metrics);
+    uint64_t now = h2o_now(worker->ctx.loop);
+    if (worker->last_accept_error_log_ms == 0 ||
+        now - worker->last_accept_error_log_ms >= RL_ACCEPT_ERROR_LOG_EVERY_MS) {
+        worker->last_accept_error_log_ms = now;
+        rl_log_warn("server", "thread %zu: accept: %s with %zu connections open; not accepting for %d ms",
+                    worker->index, strerror(error), worker->connections, RL_ACCEPT_PAUSE_MS);
+    }
+    set_accepting(worker, false);
+    h2o_timeout_link(worker->ctx.loop, &worker->accept_pause_timeout, &worker->accept_pause_entry);
+}
+
+static bool is_out_of_descriptors(int error)
+{
+    return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     h2o_accept_ctx_t *accept_ctx = listener->data;
@@ -303,10 +372,15 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         return;
     /* Accept a bounded batch per wake-up so one busy listener cannot starve the loop. */
     for (int i = 0; i < 16; ++i) {
+        errno = 0;
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
+        if (sock == NULL) {
+            if (is_out_of_descriptors(errno))
+                pause_accepting(worker, errno);
             return;
+        }
         if (!track_connection(worker, sock)) {
+            rl_metrics_count_connection_shed(worker->metrics);
             h2o_socket_close(sock); /* shed before any parsing */
             continue;
         }
@@ -316,6 +390,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
 
 static void close_listeners(rl_worker_t *worker)
 {
+    if (h2o_timeout_is_linked(&worker->accept_pause_entry))
+        h2o_timeout_unlink(&worker->accept_pause_entry);
     for (size_t l = 0; l < worker->num_listeners; ++l) {
         if (worker->listeners[l] != NULL) {
             h2o_socket_read_stop(worker->listeners[l]);
@@ -403,6 +479,8 @@ static int worker_setup(rl_worker_t *worker)
     h2o_multithread_register_receiver(worker->queue, &worker->receiver, on_message);
     h2o_timeout_init(worker->ctx.loop, &worker->drain_timeout, RL_DRAIN_POLL_MS);
     worker->drain_entry = (h2o_timeout_entry_t){.cb = on_drain_tick};
+    h2o_timeout_init(worker->ctx.loop, &worker->accept_pause_timeout, RL_ACCEPT_PAUSE_MS);
+    worker->accept_pause_entry = (h2o_timeout_entry_t){.cb = on_accept_pause_over};
     worker->num_listeners = n;
     h2o_linklist_init_anchor(&worker->connection_list);
     for (size_t l = 0; l < n; ++l) {
@@ -440,6 +518,7 @@ static void worker_teardown(rl_worker_t *worker)
     h2o_multithread_unregister_receiver(worker->queue, &worker->receiver);
     h2o_multithread_destroy_queue(worker->queue);
     h2o_timeout_dispose(loop, &worker->drain_timeout);
+    h2o_timeout_dispose(loop, &worker->accept_pause_timeout);
     /* h2o_context_request_shutdown() arms a one-second GOAWAY resend that h2o 2.2.5's
      * h2o_context_dispose() does not disarm; with no connection left it has nothing to do. */
     if (h2o_timeout_is_linked(&worker->ctx.http2._graceful_shutdown_timeout))

@@ -17,6 +17,7 @@ import json
 import collections
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -340,9 +341,11 @@ def base_config(port, backend=None, **overrides):
 
 class Daemon:
     """One ratelimitd process. `config` is a dict (written as YAML) or a YAML string. `env`: extra
-    environment variables for the process (on top of this one's), or None for none."""
+    environment variables for the process (on top of this one's), or None for none. `nofile`: the
+    process's open-file limit (soft and hard), or None to inherit this one's."""
 
-    def __init__(self, tmpdir, config=None, port=None, backend=None, name="rl", extra_args=(), env=None):
+    def __init__(self, tmpdir, config=None, port=None, backend=None, name="rl", extra_args=(), env=None,
+                 nofile=None):
         self.tmpdir = tmpdir
         self.name = name
         self.port = port or free_port()
@@ -354,6 +357,7 @@ class Daemon:
         self.out_path = os.path.join(tmpdir, "%s.stdout" % name)
         self.extra_args = list(extra_args)
         self.env = dict(env) if env else None
+        self.nofile = nofile
         self.proc = None
         self.write_config(config)
 
@@ -370,12 +374,16 @@ class Daemon:
         self._out = open(self.out_path, "ab")
         self.proc = subprocess.Popen([rl_binary(), "-c", self.conf_path] + self.extra_args,
                                      stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-                                     cwd=self.tmpdir, env=None if self.env is None else dict(os.environ, **self.env))
+                                     cwd=self.tmpdir, env=None if self.env is None else dict(os.environ, **self.env),
+                                     preexec_fn=None if self.nofile is None else self._limit_nofile)
         _register(self.proc)
         self.started_at = time.monotonic()
         if wait:
             self.wait_healthy(timeout)
         return self
+
+    def _limit_nofile(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def wait_healthy(self, timeout=5.0):
         deadline = time.monotonic() + timeout

@@ -1,13 +1,14 @@
 """
-Hostile and broken clients: junk bytes, huge headers, hundreds of idle connections, a half-sent
-request, pipelining without reading, clients that vanish mid-decision, HTTP/2 stream resets and
-junk frames. The daemon answers 4xx or closes, keeps serving everyone else, enforces
+Hostile and broken clients: junk bytes, huge headers, thousands of idle and half-sent
+connections, connection floods over the open-file limit, pipelining without reading, clients
+that vanish mid-decision, HTTP/2 stream resets and junk frames. The daemon answers 4xx or closes, keeps serving everyone else, enforces
 idle_timeout_ms, and its memory stays bounded.
 """
 
 import os
 import random
 import re
+import resource
 import socket
 import struct
 import sys
@@ -38,6 +39,27 @@ def h2_request_block(path, key):
 
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def own_socket_room(wanted):
+    """Raises this process's soft open-file limit toward its hard one; returns how many sockets
+    (up to `wanted`) it may open, leaving room for the test's own descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard == resource.RLIM_INFINITY else min(hard, wanted + 256)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return min(wanted, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 256)
+
+
+def recv_eof(sock, timeout):
+    """True if the peer has closed `sock` (EOF or reset), waiting up to `timeout` (0: not at all)."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except (socket.timeout, BlockingIOError):
+        return False
 
 
 class H2Raw:
@@ -149,14 +171,21 @@ class HostileClientsTest(h.RLTestCase):
             self.assertClosedOr4xx(buf, closed, name)
             self.good_request_ok()
 
-    def test_200_idle_connections_do_not_block_others(self):
-        idle = []
+    def test_thousands_of_idle_and_half_sent_connections(self):
+        """2000 connections that send nothing, half a request, or one request and then nothing:
+        everyone else is served at once, memory stays bounded (tearDown), and idle_timeout_ms
+        closes all of them."""
+        count = own_socket_room(2000)
+        self.assertGreaterEqual(count, 1000, "this process's open-file limit is too low for the test")
+        held = []
         try:
-            for i in range(200):
+            for i in range(count):
                 s = socket.create_connection((h.HOST, self.port), timeout=5)
-                if i % 2:
-                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # then stay idle
-                idle.append(s)
+                if i % 3 == 1:
+                    s.sendall(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-")
+                elif i % 3 == 2:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                held.append(s)
             c = self.d.client(timeout=3)
             try:
                 for i in range(50):
@@ -166,10 +195,63 @@ class HostileClientsTest(h.RLTestCase):
             finally:
                 c.close()
             gauge = self.d.metrics().get("ratelimitd_open_connections")
-            self.assertGreaterEqual(gauge, 150, "open connections gauge with 200 idle clients")
+            self.assertGreaterEqual(gauge, count * 0.9, "open connections gauge with %d held" % count)
+            self.assertTrue(h.wait_until(lambda: self.d.metrics().get("ratelimitd_open_connections") <= 5,
+                                         IDLE_MS / 1000 + 4),
+                            "held connections not closed by idle_timeout_ms: %s open" %
+                            self.d.metrics().get("ratelimitd_open_connections"))
         finally:
-            for s in idle:
+            for s in held:
                 s.close()
+
+    def test_connection_flood_over_a_low_open_file_limit(self):
+        """A daemon whose open-file limit is below server.max_connections says so at start and
+        sheds what does not fit, instead of running out of descriptors and spinning on accept."""
+        port = h.free_port()
+        d = self.daemon(h.base_config(port), port=port, name="lownofile", nofile=256)
+        allowed = re.search(r"allows (\d+) client connections", d.log())
+        self.assertIsNotNone(allowed, "no warning about the open-file limit\n" + d.log_tail())
+        allowed = int(allowed.group(1))
+        self.assertLess(allowed, 256)
+        held = []
+        try:
+            for _ in range(400):
+                held.append(socket.create_connection((h.HOST, port), timeout=3))
+            time.sleep(0.3)
+            cpu = d.cpu_seconds()
+            time.sleep(1.5)
+            self.assertLess(d.cpu_seconds() - cpu, 0.3, "the daemon spins while flooded")
+            shed = sum(1 for s in held if recv_eof(s, 0))
+            self.assertGreaterEqual(shed, 400 - allowed, "connections over the limit were not closed")
+        finally:
+            for s in held:
+                s.close()
+        self.assertTrue(h.wait_until(lambda: h.status_of(port, "/healthz", timeout=1) == 200, 3.0))
+        self.assertGreaterEqual(d.metrics().get("ratelimitd_connections_shed_total"), 400 - allowed)
+        self.assertAlive(d)
+
+    def test_accept_pauses_when_descriptors_run_out(self):
+        """Descriptors gone from under the daemon (its limit lowered while it runs): accept()
+        fails with EMFILE and the listener stays readable; the daemon pauses accepting instead
+        of spinning, says why, and serves again once descriptors are back."""
+        port = h.free_port()
+        d = self.daemon(h.base_config(port), port=port, name="emfile")
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (128, 128))
+        held = []
+        try:
+            for _ in range(300):
+                held.append(socket.create_connection((h.HOST, port), timeout=3))
+            time.sleep(0.3)
+            cpu = d.cpu_seconds()
+            time.sleep(1.5)
+            self.assertLess(d.cpu_seconds() - cpu, 0.3, "the daemon spins on accept while out of descriptors")
+        finally:
+            for s in held:
+                s.close()
+        self.assertTrue(h.wait_until(lambda: h.status_of(port, "/healthz", timeout=1) == 200, 3.0))
+        self.assertIn("Too many open files", d.log())
+        self.assertGreaterEqual(d.metrics().get("ratelimitd_accept_pauses_total"), 1)
+        self.assertAlive(d)
 
     def test_half_sent_request_is_closed_after_idle_timeout(self):
         s = socket.create_connection((h.HOST, self.port), timeout=10)

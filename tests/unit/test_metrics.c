@@ -138,16 +138,21 @@ static void test_connections_gauge_and_process_series(void **state)
 {
     (void)state;
     rl_config_t config = {0}; /* local backend */
-    rl_metrics_t *metrics = rl_metrics_create(1, &config);
+    rl_metrics_t *metrics = rl_metrics_create(2, &config);
     rl_metrics_thread_t *mt = rl_metrics_thread(metrics, 0);
     rl_metrics_connection_opened(mt);
     rl_metrics_connection_opened(mt);
     rl_metrics_connection_closed(mt);
+    rl_metrics_count_connection_shed(mt);
+    rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1));
+    rl_metrics_count_accept_pause(mt);
     rl_metrics_set_draining(metrics, true);
     rl_metrics_count_reload(metrics, true);
     rl_metrics_count_reload(metrics, false);
     char *text = render(metrics);
     assert_int_equal(value_of(text, "ratelimitd_open_connections"), 1);
+    assert_int_equal(value_of(text, "ratelimitd_connections_shed_total"), 2); /* summed over threads */
+    assert_int_equal(value_of(text, "ratelimitd_accept_pauses_total"), 1);
     assert_int_equal(value_of(text, "ratelimitd_draining"), 1);
     assert_int_equal(value_of(text, "ratelimitd_config_reloads_total{result=\"ok\"}"), 1);
     assert_int_equal(value_of(text, "ratelimitd_config_reloads_total{result=\"rejected\"}"), 1);

@@ -1,0 +1,24 @@
+/*
+ * The connection limit the open-file limit allows. The per-thread and fixed allowances are
+ * generous on purpose: running short of descriptors costs a spinning accept loop, while setting
+ * a few dozen aside costs nothing.
+ */
+#include "ratelimitd/fd_budget.h"
+
+/* stdio, config file during a reload, log, resolver threads' sockets, OpenSSL's random device */
+#define RL_FD_FIXED 64
+/* epoll, the multithread queue's pipe, a socket accepted only to be shed, a reconnect's spare */
+#define RL_FD_PER_THREAD 8
+
+uint64_t rl_fd_budget_reserved(size_t threads, size_t listeners, size_t backend_nodes)
+{
+    return RL_FD_FIXED + (uint64_t)threads * (listeners + backend_nodes + RL_FD_PER_THREAD);
+}
+
+uint32_t rl_fd_budget_max_connections(uint64_t nofile, uint64_t reserved, uint32_t configured)
+{
+    if (nofile <= reserved)
+        return 1;
+    uint64_t room = nofile - reserved;
+    return room < configured ? (uint32_t)room : configured;
+}
