@@ -867,9 +867,33 @@ class FakeMemcached:
                     pass
 
 
+def key_owners(client, nodes, keys):
+    """Sends one /limit per key through `client` and finds which of `nodes` counted it (the one
+    whose total_items grew). Returns {key: (node index, response)}; fails if not exactly one node
+    grew, so keys must be fresh in the current window."""
+    owners = {}
+    totals = [n.total_items() for n in nodes]
+    for k in keys:
+        r = client.limit(k)
+        now = [n.total_items() for n in nodes]
+        grew = [i for i in range(len(nodes)) if now[i] > totals[i]]
+        if len(grew) != 1:
+            raise AssertionError("key %s: one new counter on exactly one node expected: %r -> %r" % (k, totals, now))
+        owners[k] = (grew[0], r)
+        totals = now
+    return owners
+
+
+def p99(values):
+    """The 99th percentile (nearest rank) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 class LoadGen:
     """Keep-alive clients sending /limit over `keys` in the background until finish(). Records
-    every status, the slowest answer, and each answer slower than `slow_over` seconds."""
+    every status, the slowest answer, each answer slower than `slow_over` seconds, and every
+    answer as (monotonic time it arrived, seconds it took) in `answers`."""
 
     def __init__(self, port, keys, clients=2, pause=0.002, slow_over=None):
         self.port, self.keys, self.pause, self.slow_over = port, keys, pause, slow_over
@@ -878,6 +902,7 @@ class LoadGen:
         self.statuses = collections.Counter()
         self.slowest = 0.0
         self.slow = []
+        self.answers = []
         self.errors = []
         self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
 
@@ -896,6 +921,7 @@ class LoadGen:
                 with self.lock:
                     self.statuses[r.status] += 1
                     self.slowest = max(self.slowest, r.elapsed)
+                    self.answers.append((time.monotonic(), r.elapsed))
                     if self.slow_over is not None and r.elapsed > self.slow_over:
                         self.slow.append(round(r.elapsed, 3))
                 if self.pause:
@@ -910,3 +936,8 @@ class LoadGen:
         for t in self.threads:
             t.join(15)
         return self
+
+    def latencies(self, since, until):
+        """Seconds taken by the answers that arrived between the two monotonic times."""
+        with self.lock:
+            return [took for at, took in self.answers if since <= at < until]

@@ -3,7 +3,8 @@ Memcached nodes that misbehave: a fake node (garbage, truncated replies, silence
 a node that passes the probe but garbles increments) next to a real one; a real node stalled
 with SIGSTOP; a node restarted mid-window. The daemon never crashes or hangs, answers every
 decision within timeout_ms (+ slack) following on_failure, counts the bad node as unreachable and
-ejects it, and keeps counting exactly on the healthy node.
+ejects it, and keeps counting exactly on the healthy node, whose keys' p99 latency does not move
+while the other node is stalled.
 """
 
 import collections
@@ -155,23 +156,42 @@ class FaultTest(h.RLTestCase):
         nodes = self.memcached(2)
         stalled = nodes[0]
         d = self.start_daemon([n.addr for n in nodes], "open")
-        rec = h.LoadGen(d.port, ["stall-%02d" % i for i in range(40)], slow_over=BOUND_S).start()
+        c = d.client()
+        self.addCleanup(c.close)
+        owners = h.key_owners(c, nodes, ["stall-%02d-%s" % (i, uuid.uuid4().hex[:6]) for i in range(40)])
+        rest_keys = [k for k, (node, _) in owners.items() if node == 1]
+        self.assertGreaterEqual(len(rest_keys), 5, "too few keys on the healthy node: %r" % owners)
+        # the stalled node's keys and the rest are driven by separate clients, so the rest's
+        # latency shows whether anything of theirs waits behind the stall
+        rec = h.LoadGen(d.port, [k for k in owners if k not in rest_keys], slow_over=BOUND_S).start()
+        rest = h.LoadGen(d.port, rest_keys, slow_over=BOUND_S).start()
         try:
-            time.sleep(0.5)
+            time.sleep(0.6)
+            paused_at = time.monotonic()
             stalled.pause()
             self.assertTrue(h.wait_until(lambda: self.node_up(d, stalled) == 0, 2.0),
                             "a stalled node must be ejected: %r" % d.metrics().find("ratelimitd_backend_node_up"))
             time.sleep(0.5)
+            resumed_at = time.monotonic()
             stalled.resume()
             up = h.wait_until(lambda: self.node_up(d, stalled) == 1, 3.0)
             time.sleep(0.3)
         finally:
             stalled.resume()
             rec.finish()
+            rest.finish()
+        for load in (rec, rest):
+            self.assertFalse(load.errors, load.errors)
+            self.assertEqual(set(load.statuses) - {200, 429}, set(), dict(load.statuses))
+            self.assertFalse(load.slow,
+                             "decisions slower than timeout_ms + slack while a node stalled: %r" % load.slow[:20])
+        before = rest.latencies(paused_at - 0.5, paused_at)
+        during = rest.latencies(paused_at, resumed_at)
+        self.assertTrue(len(before) >= 20 and len(during) >= 20, (len(before), len(during)))
+        self.assertLess(h.p99(during), h.p99(before) + 0.05,
+                        "p99 of the healthy node's keys moved while the other node stalled: %.1f ms -> %.1f ms" %
+                        (h.p99(before) * 1000, h.p99(during) * 1000))
         self.assertTrue(up, "a resumed node must be re-admitted within 3 s")
-        self.assertFalse(rec.errors, rec.errors)
-        self.assertEqual(set(rec.statuses) - {200, 429}, set(), dict(rec.statuses))
-        self.assertFalse(rec.slow, "decisions slower than timeout_ms + slack while a node stalled: %r" % rec.slow[:20])
         m = d.metrics()
         self.assertGreaterEqual(m.sum("ratelimitd_backend_ejections_total", node=stalled.addr), 1)
         self.assertGreaterEqual(m.sum("ratelimitd_backend_errors_total", node=stalled.addr, reason="timeout"), 1,

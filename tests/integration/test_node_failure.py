@@ -124,17 +124,9 @@ class NodeFailureTest(h.RLTestCase):
         victim = nodes[2]
         keys = ["move-%02d-%s" % (i, uuid.uuid4().hex[:6]) for i in range(45)]
         h.wait_fresh_second(0.05)
-        first = {}
-        owner = {}
-        totals = [n.total_items() for n in nodes]
-        for k in keys:
-            r = c.limit(k)
-            first[k] = r.json["window"]
-            now = [n.total_items() for n in nodes]
-            grew = [i for i in range(3) if now[i] > totals[i]]
-            self.assertEqual(len(grew), 1, "one new counter on exactly one node: %r -> %r" % (totals, now))
-            owner[k] = grew[0]
-            totals = now
+        owners = h.key_owners(c, nodes, keys)
+        owner = {k: node for k, (node, _) in owners.items()}
+        first = {k: r.json["window"] for k, (_, r) in owners.items()}
         victim.kill()
         self.assertTrue(h.wait_until(lambda: d.metrics().get("ratelimitd_backend_node_up", None, node=victim.addr) == 0,
                                      0.5, interval=0.01), "dead node not ejected")
