@@ -356,7 +356,10 @@ static void pause_accepting(rl_worker_t *worker, int error)
                     worker->index, strerror(error), worker->connections, RL_ACCEPT_PAUSE_MS);
     }
     set_accepting(worker, false);
-    h2o_timeout_link(worker->ctx.loop, &worker->accept_pause_timeout, &worker->accept_pause_entry);
+    /* h2o clears the other listeners' pending readiness on read_stop, but a double link would
+     * corrupt the timeout list, so do not rely on that */
+    if (!h2o_timeout_is_linked(&worker->accept_pause_entry))
+        h2o_timeout_link(worker->ctx.loop, &worker->accept_pause_timeout, &worker->accept_pause_entry);
 }
 
 static bool is_out_of_descriptors(int error)

@@ -234,13 +234,15 @@ class HostileClientsTest(h.RLTestCase):
         """Descriptors gone from under the daemon (its limit lowered while it runs): accept()
         fails with EMFILE and the listener stays readable; the daemon pauses accepting instead
         of spinning, says why, and serves again once descriptors are back."""
-        port = h.free_port()
-        d = self.daemon(h.base_config(port), port=port, name="emfile")
+        port, port2 = h.free_port(), h.free_port()
+        cfg = h.base_config(port, threads=1)
+        cfg["listen"].append({"address": h.HOST, "port": port2})  # every listener pauses and resumes
+        d = self.daemon(cfg, port=port, name="emfile")
         resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (128, 128))
         held = []
         try:
-            for _ in range(300):
-                held.append(socket.create_connection((h.HOST, port), timeout=3))
+            for i in range(300):
+                held.append(socket.create_connection((h.HOST, (port, port2)[i % 2]), timeout=3))
             time.sleep(0.3)
             cpu = d.cpu_seconds()
             time.sleep(1.5)
@@ -248,7 +250,8 @@ class HostileClientsTest(h.RLTestCase):
         finally:
             for s in held:
                 s.close()
-        self.assertTrue(h.wait_until(lambda: h.status_of(port, "/healthz", timeout=1) == 200, 3.0))
+        for p in (port, port2):
+            self.assertTrue(h.wait_until(lambda: h.status_of(p, "/healthz", timeout=1) == 200, 3.0), p)
         self.assertIn("Too many open files", d.log())
         self.assertGreaterEqual(d.metrics().get("ratelimitd_accept_pauses_total"), 1)
         self.assertAlive(d)
