@@ -260,15 +260,22 @@ static void node_fail(rl_mc_node_t *node, int cause)
 }
 
 /* One line per counted stall (at most failure_limit before the node is ejected): how long the
- * request waited and when the node last answered tell a silent node from a late loop. */
+ * request waited and when the node last answered tell a silent node from a late loop, and a
+ * connect that never completes (a host gone without a reset) from a node that stopped talking. */
 static void log_stall(rl_mc_node_t *node, const rl_mc_op_t *op)
 {
     uint64_t now = rl_mc_now_usec();
-    unsigned long long since_reply = node->last_reply_usec != 0 ? (now - node->last_reply_usec) / 1000 : 0;
-    rl_log_warn("memcached",
-                "node %s: no reply for %llu ms (timeout_ms %u, %zu requests waiting, last reply %llu ms ago)",
+    char last[64];
+    if (node->state == RL_MC_NODE_CONNECTING)
+        snprintf(last, sizeof(last), "still connecting");
+    else if (node->last_reply_usec == 0)
+        snprintf(last, sizeof(last), "no reply yet");
+    else
+        snprintf(last, sizeof(last), "last reply %llu ms ago",
+                 (unsigned long long)((now - node->last_reply_usec) / 1000));
+    rl_log_warn("memcached", "node %s: no reply for %llu ms (timeout_ms %u, %zu requests waiting, %s)",
                 store_of(node)->nodes[node->index].name, (unsigned long long)((now - op->issued_usec) / 1000),
-                store_of(node)->timeout_ms, node->num_pending, since_reply);
+                store_of(node)->timeout_ms, node->num_pending, last);
 }
 
 static void on_op_timeout(h2o_timeout_entry_t *entry)

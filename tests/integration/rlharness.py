@@ -15,9 +15,11 @@ import atexit
 import http.client
 import json
 import collections
+import errno
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -791,6 +793,8 @@ class FakeMemcached:
     silent    accepts and reads, never answers
     close     closes every connection at once
     mn_ok     answers the `mn` probe correctly (MN) but garbage to everything else
+    blackhole never accepts and its accept queue is full, so the kernel drops every SYN: a
+              connect never completes, as with a host that died without a reset
     Runs on daemon threads; stop() closes the listener and every connection."""
 
     GARBAGE = b"HTTP/1.1 200 OK\r\n\x00\xff\xfe VA x y z\r\n-1\r\nEN\r\n"
@@ -800,7 +804,7 @@ class FakeMemcached:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((HOST, port or 0))
-        self.sock.listen(128)
+        self.sock.listen(0 if mode == "blackhole" else 128)
         self.port = self.sock.getsockname()[1]
         self.addr = "%s:%d" % (HOST, self.port)
         self.conns = []
@@ -808,7 +812,22 @@ class FakeMemcached:
         self.bytes_in = 0
         self.running = True
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept_loop, daemon=True).start()
+        if mode == "blackhole":
+            self._fill_accept_queue()
+        else:
+            threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def _fill_accept_queue(self):
+        """A backlog of 0 queues one connection; once it is queued, later SYNs are dropped."""
+        filler = socket.create_connection((HOST, self.port), timeout=2)
+        self.conns.append(filler)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        self.conns.append(probe)
+        if probe.connect_ex((HOST, self.port)) not in (errno.EINPROGRESS, errno.EAGAIN):
+            raise AssertionError("blackhole: a second connect did not hang")
+        if select.select([], [probe], [], 0.3)[1]:
+            raise AssertionError("blackhole: the kernel completed a connect over a full accept queue")
 
     def _accept_loop(self):
         while self.running:

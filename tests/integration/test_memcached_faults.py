@@ -1,6 +1,7 @@
 """
 Memcached nodes that misbehave: a fake node (garbage, truncated replies, silence, immediate close,
-a node that passes the probe but garbles increments) next to a real one; a real node stalled
+a node that passes the probe but garbles increments, a host whose connects never complete) next
+to a real one; a real node stalled
 with SIGSTOP; a node restarted mid-window. The daemon never crashes or hangs, answers every
 decision within timeout_ms (+ slack) following on_failure, counts the bad node as unreachable and
 ejects it, and keeps counting exactly on the healthy node, whose keys' p99 latency does not move
@@ -109,6 +110,37 @@ class FaultTest(h.RLTestCase):
         d.stop()
         fake.stop()
         real.kill()
+
+    def test_blackholed_node_connect_never_completes(self):
+        """A node whose host died without a reset: SYNs vanish, so connects hang. Its keys follow
+        on_failure within timeout_ms (they wait in its queue, never on the connect), the waits
+        and the connect timeouts count as failures, every thread ejects the node, and its keys
+        are then counted exactly on the live node."""
+        (real,) = self.memcached(1)
+        hole = h.FakeMemcached("blackhole")
+        self.addCleanup(hole.stop)
+        d = self.start_daemon([real.addr, hole.addr], "open")
+        rec = h.LoadGen(d.port, ["hole-%02d" % i for i in range(40)], slow_over=BOUND_S).start()
+        try:
+            time.sleep(1.0)
+        finally:
+            rec.finish()
+        self.assertFalse(rec.errors, rec.errors)
+        self.assertEqual(set(rec.statuses) - {200, 429}, set(), dict(rec.statuses))
+        self.assertFalse(rec.slow, "decisions waited on a hanging connect: %r" % rec.slow[:20])
+        # 2 loop threads, each ejecting after failure_limit (2) connect timeouts of 1 s
+        self.assertTrue(h.wait_until(lambda: d.metrics().sum("ratelimitd_backend_ejections_total",
+                                                             node=hole.addr) >= 2, 5.0),
+                        "a node whose connects hang was not ejected by both threads: %r" %
+                        d.metrics().find("ratelimitd_backend_ejections_total"))
+        self.assertEqual(self.node_up(d, hole), 0)
+        self.assertEqual(self.node_up(d, real), 1)
+        # requests queued on the connecting node time out as a stall, and the log says why
+        self.assertRegex(d.log(), r"node %s: no reply for \d+ ms \(timeout_ms \d+, \d+ requests waiting, "
+                                  r"still connecting\)" % re.escape(hole.addr))
+        wrong = self.exact_bursts(d)
+        self.assertFalse(wrong, "with the blackholed node ejected, counting must be exact: %r" % wrong)
+        self.check_alive_and_small(d)
 
     def test_fake_node_modes_with_on_failure_closed(self):
         for mode in ("silent", "garbage", "close"):
