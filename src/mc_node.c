@@ -335,16 +335,21 @@ static void on_success(rl_mc_node_t *node, bool is_probe)
     }
 }
 
-/* Matches one reply to the head of the FIFO. RL_OK, or RL_ERR_BACKEND_PROTOCOL. */
-static int complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64_t now_usec)
+/* Whether `reply` is the answer the head of the FIFO waits for (it must echo the head's opaque). */
+static bool answers_head(rl_mc_node_t *node, const rl_mc_reply_t *reply)
 {
     if (h2o_linklist_is_empty(&node->fifo))
-        return RL_ERR_BACKEND_PROTOCOL;
+        return false;
+    const rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, link, node->fifo.next);
+    return op->is_probe
+               ? reply->kind == RL_MC_REPLY_MN
+               : reply->kind == RL_MC_REPLY_VA && reply->has_opaque && reply->opaque == op->opaque && reply->value != 0;
+}
+
+/* Completes the head of the FIFO with `reply`, which answers_head() accepted. */
+static void complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64_t now_usec)
+{
     rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, link, node->fifo.next);
-    if (op->is_probe
-            ? reply->kind != RL_MC_REPLY_MN
-            : reply->kind != RL_MC_REPLY_VA || !reply->has_opaque || reply->opaque != op->opaque || reply->value == 0)
-        return RL_ERR_BACKEND_PROTOCOL;
     ++node->stats.replies;
     node->last_reply_usec = now_usec;
     if (node->thread->metrics != NULL && !op->is_probe)
@@ -356,7 +361,24 @@ static int complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64_
     rl_store_cb cb = unlink_op(node, op, &cbdata);
     if (cb != NULL)
         cb(cbdata, RL_OK, reply->value);
-    return RL_OK;
+}
+
+/*
+ * Logs what the node sent instead of the expected reply: its first line, non-printable bytes as
+ * '.', so "SERVER_ERROR Out of memory allocating new item" or a Redis "-ERR" reads as such.
+ */
+static void log_bad_reply(const rl_mc_node_t *node, const char *bytes, size_t len)
+{
+    char line[81];
+    size_t n = 0;
+    while (n < len && n < sizeof(line) - 1 && bytes[n] != '\r' && bytes[n] != '\n') {
+        line[n] = bytes[n] >= 0x20 && bytes[n] <= 0x7e ? bytes[n] : '.';
+        ++n;
+    }
+    line[n] = '\0';
+    rl_log_warn("memcached", "node %s sent an invalid or unexpected reply: \"%s\"%s",
+                store_of(node)->nodes[node->index].name, line,
+                n < len && bytes[n] != '\r' && bytes[n] != '\n' ? "..." : "");
 }
 
 /* Only reads that completed a reply count: partial reads say nothing about batching. */
@@ -386,17 +408,14 @@ static void on_read(h2o_socket_t *sock, const char *err)
         int ret = rl_mc_parse_reply(sock->input->bytes, sock->input->size, &reply, &used);
         if (ret == RL_ERR_NEED_MORE)
             break;
-        if (ret == RL_OK) {
-            h2o_buffer_consume(&sock->input, used);
-            ret = complete_head(node, &reply, now_usec);
-        }
-        if (ret != RL_OK) {
+        if (ret != RL_OK || !answers_head(node, &reply)) {
             count_read(node, replies);
-            rl_log_warn("memcached", "node %s sent an invalid or unexpected reply",
-                        store_of(node)->nodes[node->index].name);
+            log_bad_reply(node, sock->input->bytes, sock->input->size);
             node_fail(node, RL_ERR_BACKEND_PROTOCOL);
             return;
         }
+        h2o_buffer_consume(&sock->input, used);
+        complete_head(node, &reply, now_usec);
         ++replies;
         if (node->sock != sock) /* a callback tore the connection down */
             return;

@@ -793,11 +793,14 @@ class FakeMemcached:
     silent    accepts and reads, never answers
     close     closes every connection at once
     mn_ok     answers the `mn` probe correctly (MN) but garbage to everything else
+    full      answers the probe, and every increment with memcached's SERVER_ERROR for a full
+              node started with -M (no evictions)
     blackhole never accepts and its accept queue is full, so the kernel drops every SYN: a
               connect never completes, as with a host that died without a reset
     Runs on daemon threads; stop() closes the listener and every connection."""
 
     GARBAGE = b"HTTP/1.1 200 OK\r\n\x00\xff\xfe VA x y z\r\n-1\r\nEN\r\n"
+    SERVER_FULL = b"SERVER_ERROR Out of memory allocating new item\r\n"
 
     def __init__(self, mode, port=None):
         self.mode = mode
@@ -859,11 +862,14 @@ class FakeMemcached:
                 elif self.mode == "truncated":
                     c.sendall(b"VA 1 O")
                     break
-                elif self.mode == "mn_ok":
+                elif self.mode in ("mn_ok", "full"):
                     buf += data
                     while b"\r\n" in buf:
                         line, buf = buf.split(b"\r\n", 1)
-                        c.sendall(b"MN\r\n" if line.strip() == b"mn" else self.GARBAGE)
+                        if line.strip() == b"mn":
+                            c.sendall(b"MN\r\n")
+                        else:
+                            c.sendall(self.GARBAGE if self.mode == "mn_ok" else self.SERVER_FULL)
         except OSError:
             pass
         finally:

@@ -1,11 +1,11 @@
 """
 Memcached nodes that misbehave: a fake node (garbage, truncated replies, silence, immediate close,
-a node that passes the probe but garbles increments, a host whose connects never complete) next
-to a real one; a real node stalled
-with SIGSTOP; a node restarted mid-window. The daemon never crashes or hangs, answers every
-decision within timeout_ms (+ slack) following on_failure, counts the bad node as unreachable and
-ejects it, and keeps counting exactly on the healthy node, whose keys' p99 latency does not move
-while the other node is stalled.
+a node that passes the probe but garbles increments or answers them SERVER_ERROR, a host whose
+connects never complete) next to a real one; a real node stalled with SIGSTOP; a node restarted
+mid-window. The daemon never crashes or hangs, answers every decision within timeout_ms (+ slack)
+following on_failure, counts the bad node as unreachable and ejects it, and keeps counting
+exactly on the healthy node, whose keys' p99 latency does not move while the other node is
+stalled.
 """
 
 import collections
@@ -72,7 +72,7 @@ class FaultTest(h.RLTestCase):
         return d.metrics().get("ratelimitd_backend_node_up", None, node=node.addr)
 
     def test_fake_node_modes_with_on_failure_open(self):
-        for mode in ("garbage", "truncated", "silent", "close", "mn_ok"):
+        for mode in ("garbage", "truncated", "silent", "close", "mn_ok", "full"):
             with self.subTest(mode=mode):
                 self.run_open_mode(mode)
 
@@ -99,7 +99,12 @@ class FaultTest(h.RLTestCase):
                                 (mode, m.find("ratelimitd_backend_errors_total", node=fake.addr)))
         self.assertEqual(m.sum("ratelimitd_backend_errors_total", node=real.addr), 0, mode)
         self.assertEqual(self.node_up(d, real), 1, mode)
-        if mode != "mn_ok":  # that one passes the probe, so it may flap back in between failures
+        # the log quotes what the node sent, so an operator sees "out of memory", not just "bad"
+        quoted = {"garbage": "HTTP/1.1 200 OK", "mn_ok": "HTTP/1.1 200 OK",
+                  "full": "SERVER_ERROR Out of memory allocating new item"}.get(mode)
+        if quoted is not None:
+            self.assertIn('%s sent an invalid or unexpected reply: "%s"' % (fake.addr, quoted), d.log())
+        if mode not in ("mn_ok", "full"):  # those pass the probe, so they may flap back in between failures
             self.assertEqual(self.node_up(d, fake), 0, "%s: the bad node must be reported down" % mode)
             # each of the 2 loop threads keeps its own ring: until the slower one ejects the node
             # too, its requests for that node fail open (admitted uncounted), as the SPEC allows
