@@ -799,7 +799,8 @@ class FakeMemcached:
               connect never completes, as with a host that died without a reset
     Runs on daemon threads; stop() closes the listener and every connection."""
 
-    GARBAGE = b"HTTP/1.1 200 OK\r\n\x00\xff\xfe VA x y z\r\n-1\r\nEN\r\n"
+    # control bytes in the first line too: the daemon quotes that line in its log, sanitised
+    GARBAGE = b"HTTP/1.1 200 OK\x1b[2J\x00\r\n\x00\xff\xfe VA x y z\r\n-1\r\nEN\r\n"
     SERVER_FULL = b"SERVER_ERROR Out of memory allocating new item\r\n"
 
     def __init__(self, mode, port=None):

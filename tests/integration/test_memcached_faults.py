@@ -100,10 +100,12 @@ class FaultTest(h.RLTestCase):
         self.assertEqual(m.sum("ratelimitd_backend_errors_total", node=real.addr), 0, mode)
         self.assertEqual(self.node_up(d, real), 1, mode)
         # the log quotes what the node sent, so an operator sees "out of memory", not just "bad"
-        quoted = {"garbage": "HTTP/1.1 200 OK", "mn_ok": "HTTP/1.1 200 OK",
+        quoted = {"garbage": "HTTP/1.1 200 OK.[2J.", "mn_ok": "HTTP/1.1 200 OK.[2J.",
                   "full": "SERVER_ERROR Out of memory allocating new item"}.get(mode)
         if quoted is not None:
             self.assertIn('%s sent an invalid or unexpected reply: "%s"' % (fake.addr, quoted), d.log())
+        # and nothing the node sent reaches the log raw (no terminal escapes, no NULs)
+        self.assertNotRegex(d.log(), "[\x00-\x08\x0b-\x1f\x7f]", mode)
         if mode not in ("mn_ok", "full"):  # those pass the probe, so they may flap back in between failures
             self.assertEqual(self.node_up(d, fake), 0, "%s: the bad node must be reported down" % mode)
             # each of the 2 loop threads keeps its own ring: until the slower one ejects the node
