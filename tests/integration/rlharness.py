@@ -114,6 +114,22 @@ def rl_binary():
     return os.path.join(src, "build", "ratelimitd")
 
 
+_SANITIZED = {}
+
+
+def sanitized():
+    """True if the daemon under test is an AddressSanitizer build. Its allocator keeps freed
+    memory in a quarantine (up to 256 MiB by default), so RSS there is no measure of leaks."""
+    path = rl_binary()
+    if path not in _SANITIZED:
+        with open(path, "rb") as f:
+            _SANITIZED[path] = b"__asan_init" in f.read()
+    return _SANITIZED[path]
+
+
+ASAN_QUARANTINE_KB = 256 * 1024
+
+
 def source_dir():
     return os.environ.get("RL_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
