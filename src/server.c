@@ -344,7 +344,7 @@ static void on_accept_pause_over(h2o_timeout_entry_t *entry)
     set_accepting(worker, true);
 }
 
-/* Out of descriptors (ours or the system's): stop accepting for a moment rather than spin. */
+/* Out of descriptors or kernel memory: stop accepting for a moment rather than spin. */
 static void pause_accepting(rl_worker_t *worker, int error)
 {
     rl_metrics_count_accept_pause(worker->metrics);
@@ -362,7 +362,8 @@ static void pause_accepting(rl_worker_t *worker, int error)
         h2o_timeout_link(worker->ctx.loop, &worker->accept_pause_timeout, &worker->accept_pause_entry);
 }
 
-static bool is_out_of_descriptors(int error)
+/* accept() errors that leave the connection in the backlog until resources come back */
+static bool accept_lacks_resources(int error)
 {
     return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
 }
@@ -378,7 +379,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         errno = 0;
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL) {
-            if (is_out_of_descriptors(errno))
+            if (accept_lacks_resources(errno))
                 pause_accepting(worker, errno);
             return;
         }

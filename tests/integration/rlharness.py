@@ -463,6 +463,13 @@ class Daemon:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def cpu_used_during(self, seconds):
+        """Sleeps `seconds` and returns the CPU seconds the daemon used meanwhile: ~0 when idle,
+        about `seconds` per thread when a loop spins."""
+        before = self.cpu_seconds()
+        time.sleep(seconds)
+        return self.cpu_seconds() - before
+
     def rss_kb(self):
         with open("/proc/%d/status" % self.proc.pid) as f:
             for line in f:

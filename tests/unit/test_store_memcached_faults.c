@@ -158,14 +158,20 @@ static void start_on_fake(fixture_t *f, fake_t *fake)
     fixture_nodes(f, &fake->port, 1);
 }
 
+/* After any config tweaks: starts the store and waits until the fake answered the probe. */
+static void start_and_wait_ready(fixture_t *f)
+{
+    fixture_start(f, NULL);
+    assert_true(run_until(f->loop, store_ready, f->thread, 3000));
+}
+
 static void test_garbage_reply_is_a_protocol_error_and_drops_the_connection(void **state)
 {
     (void)state;
     fixture_t f;
     fake_t fake;
     start_on_fake(&f, &fake);
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_and_wait_ready(&f);
     uint64_t value;
     assert_int_equal(incr_wait(&f, "rl:g:1", &value), RL_OK);
     assert_int_equal(value, 1);
@@ -196,8 +202,7 @@ static void test_truncated_reply_then_close_is_backend_down(void **state)
     fixture_t f;
     fake_t fake;
     start_on_fake(&f, &fake);
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_and_wait_ready(&f);
     fake.mode = FAKE_TRUNCATE;
     result_t r[3] = {{0}};
     incr_all_expect(&f, "rl:t:1", r, 3, RL_ERR_BACKEND_DOWN);
@@ -213,8 +218,7 @@ static void test_silent_node_times_out_and_is_not_ready(void **state)
     fake_t fake;
     start_on_fake(&f, &fake);
     f.config.backend.timeout_ms = 50;
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_and_wait_ready(&f);
     fake.mode = FAKE_SILENT;
     uint64_t started = now_ms();
     assert_int_equal(incr_wait(&f, "rl:s:1", NULL), RL_ERR_BACKEND_TIMEOUT);
@@ -237,8 +241,7 @@ static void test_a_short_stall_is_one_failure_and_a_long_one_ejects(void **state
     f.config.backend.timeout_ms = 50;
     f.config.backend.failure_limit = 3;
     f.config.backend.retry_interval_ms = 60000;
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_and_wait_ready(&f);
     fake.mode = FAKE_SILENT;
     result_t r[20] = {{0}};
     incr_all_expect(&f, "rl:stall:1", r, 20, RL_ERR_BACKEND_TIMEOUT);
@@ -268,8 +271,7 @@ static void test_idle_probe_detects_a_stalled_node_without_traffic(void **state)
     fake_t fake;
     start_on_fake(&f, &fake);
     f.config.backend.timeout_ms = 50;
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_and_wait_ready(&f);
     uint64_t probes = stats_of(&f, 0).probes;
     fake.mode = FAKE_SILENT;
     run_for(f.loop, 1800);
