@@ -203,6 +203,27 @@ class ExactnessTest(h.RLTestCase):
         self.assertEqual(r2.json["remaining"], 9, "another secret must give another memcached key")
         self.assertGreaterEqual(mc.curr_items(), 2)
 
+    def test_a_counter_is_one_96_byte_item_with_the_window_ttl(self):
+        """docs/DEPLOY.md sizes memcached from this: with the default key_prefix each counter is
+        one item in memcached's 96-byte slab class, expiring window_ttl_s (3) after it is made."""
+        (mc,) = self.memcached(1)
+        d = self.daemon(backend=[mc.addr])
+        c = d.client()
+        self.addCleanup(c.close)
+        for i in range(500):
+            c.limit("sizing-%d-%s" % (i, uuid.uuid4().hex[:8]))
+        slabs = mc.command("stats slabs")
+        chunks = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"STAT (\d+):chunk_size (\d+)", slabs)}
+        used = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"STAT (\d+):used_chunks (\d+)", slabs)}
+        in_use = {chunks[cls] for cls, n in used.items() if n > 0}
+        self.assertEqual(in_use, {96}, "slab chunk sizes holding counters: %r" % in_use)
+        self.assertEqual(sum(used.values()), mc.curr_items())
+        # each key was used once, so its last access is its creation: it lives window_ttl_s
+        dump = mc.command("lru_crawler metadump all")
+        lifetimes = [int(m.group(1)) - int(m.group(2)) for m in re.finditer(r" exp=(\d+) la=(\d+) ", dump)]
+        self.assertEqual(len(lifetimes), mc.curr_items())
+        self.assertEqual(set(lifetimes), {3}, "expiry minus creation, seconds")
+
 
 if __name__ == "__main__":
     h.main()
