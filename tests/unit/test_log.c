@@ -29,6 +29,15 @@ typedef struct {
 static int saved_stderr = -1;
 static FILE *capture_file;
 
+/* The logger's clock. time() reads the coarse clock, which can still show the previous second
+ * for a tick after CLOCK_REALTIME has moved on, so a stamp could fall after `after`. */
+static time_t wall_seconds(void)
+{
+    struct timespec now;
+    assert_int_equal(clock_gettime(CLOCK_REALTIME, &now), 0);
+    return now.tv_sec;
+}
+
 /* Points fd 2 at a fresh temporary file. */
 static void capture_begin(captured_t *out)
 {
@@ -38,13 +47,13 @@ static void capture_begin(captured_t *out)
     saved_stderr = dup(STDERR_FILENO);
     assert_true(saved_stderr >= 0);
     assert_true(dup2(fileno(capture_file), STDERR_FILENO) >= 0);
-    out->before = time(NULL);
+    out->before = wall_seconds();
 }
 
 /* Restores fd 2 and reads back everything written to it since capture_begin(). */
 static void capture_end(captured_t *out)
 {
-    out->after = time(NULL);
+    out->after = wall_seconds();
     int restored = dup2(saved_stderr, STDERR_FILENO);
     close(saved_stderr);
     saved_stderr = -1;
