@@ -23,8 +23,10 @@ validator=$src/tests/deploy/lib/validate-manifests.mjs
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/rl-test-helm.XXXXXX")
 daemon_pid=""
+mc_pid=""
 cleanup() {
-    if [[ -n $daemon_pid ]]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+    local pid
+    for pid in $daemon_pid $mc_pid; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -173,6 +175,7 @@ reject schema 'config.limits.tiers name with a space' "invalid propertyName 'bad
 reject schema 'externalMemcached server "bad host"' "externalMemcached/servers" --set memcached.enabled=false --set 'externalMemcached.servers[0]=bad host'
 reject schema 'tls.port 70000' "tls/port.*maximum" --set tls.port=70000
 reject schema 'memcached.addressing: dns' "addressing.*(one of|enum)" --set memcached.addressing=dns
+reject schema 'memcached.hashPower: 8 (memcached needs >= 12)' "hashPower" --set memcached.hashPower=8
 reject chart 'memcached off and no external servers' "enable memcached .* or list externalMemcached.servers" --set memcached.enabled=false
 reject chart 'in-cluster and external memcached at once' "are exclusive" --set 'externalMemcached.servers[0]=10.0.0.1:11211'
 reject chart 'backend local with an HPA' "backend.type local counts per pod" --set config.backend.type=local
@@ -211,15 +214,15 @@ echo "== the helm test pod's script against a real ratelimitd (local store, free
 # The pod's shell script, run here with this machine's curl against the daemon started with
 # the rendered config (listener moved to 127.0.0.1:PORT, store switched to local).
 run_test_pod() {
-    local name=$1 values=$2
+    local name=$1 values=$2 mc_port=${3:-}
     local port
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     H template rl "$chart" -f "$values" --show-only templates/tests/test-limit.yaml >"$work/$name.testpod.yaml"
-    node --input-type=module - "$work/$name.testpod.yaml" "$work/$name.ratelimitd.yaml" "$work/$name.local.yaml" "$port" "$work/$name.testpod" <<'JS'
+    node --input-type=module - "$work/$name.testpod.yaml" "$work/$name.ratelimitd.yaml" "$work/$name.local.yaml" "$port" "$work/$name.testpod" "$mc_port" <<'JS'
 import fs from 'node:fs';
 import path from 'node:path';
 const YAML = await import(path.join(process.env.RL_NODE_MODULES, 'yaml/dist/index.js'));
-const [podFile, cfgFile, outCfg, port, outPrefix] = process.argv.slice(2);
+const [podFile, cfgFile, outCfg, port, outPrefix, mcPort] = process.argv.slice(2);
 const pod = YAML.parse(fs.readFileSync(podFile, 'utf8'));
 const c = pod.spec.containers[0];
 fs.writeFileSync(`${outPrefix}.sh`, c.args[0]);
@@ -229,7 +232,8 @@ delete env.TLS_URL;
 fs.writeFileSync(`${outPrefix}.env`, Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
 const cfg = YAML.parse(fs.readFileSync(cfgFile, 'utf8'));
 cfg.listen = [{ address: '127.0.0.1', port: Number(port) }];
-cfg.backend = { type: 'local' };
+if (mcPort) cfg.backend.servers = [`127.0.0.1:${mcPort}`];
+else cfg.backend = { type: 'local' };
 cfg.threads = 1;
 fs.writeFileSync(outCfg, YAML.stringify(cfg));
 JS
@@ -251,6 +255,63 @@ JS
 }
 run_test_pod default "$ci/default-values.yaml"
 run_test_pod external-memcached "$ci/external-memcached-values.yaml"
+
+echo "== the chart's memcached command line, run here, serves ratelimitd"
+# The StatefulSet's args as rendered (port moved to a free one, bound to 127.0.0.1): memcached
+# must accept them, apply them, and count for ratelimitd through the helm test script.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+mc_args() { # VALUES-FILE [helm args...] -> the memcached container's args, one per line
+    local values=$1; shift
+    H template rl "$chart" -f "$values" "$@" --show-only templates/memcached.yaml |
+        node --input-type=module -e "
+import fs from 'node:fs'; import path from 'node:path';
+const YAML = await import(path.join(process.env.RL_NODE_MODULES, 'yaml/dist/index.js'));
+const sts = YAML.parseAllDocuments(fs.readFileSync(0, 'utf8')).map((d) => d.toJS()).find((o) => o?.kind === 'StatefulSet');
+console.log(sts.spec.template.spec.containers[0].args.join('\\n'));"
+}
+mc_settings() { # PORT -> memcached's 'stats settings' as NAME VALUE lines
+    python3 - "$1" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"stats settings\r\n")
+buf = b""
+while not buf.endswith(b"END\r\n"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    buf += chunk
+for line in buf.decode().splitlines():
+    if line.startswith("STAT "):
+        print(line[5:])
+PY
+}
+mapfile -t args < <(mc_args "$ci/default-values.yaml")
+mc_port=$(free_port)
+for i in "${!args[@]}"; do [[ ${args[i]} == -p ]] && args[i + 1]=$mc_port; done
+[[ $(id -u) == 0 ]] && args+=(-u nobody)
+memcached -l 127.0.0.1 "${args[@]}" >"$work/memcached.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null && break
+    sleep 0.1
+done
+settings=$(mc_settings "$mc_port" || true)
+kill -0 "$daemon_pid" 2>/dev/null && pass "memcached starts with the rendered args: ${args[*]}" ||
+    { failed "memcached rejected the rendered args: ${args[*]}"; cat "$work/memcached.log"; }
+grep -qx 'hashpower_init 20' <<<"$settings" && grep -qx 'cas_enabled no' <<<"$settings" &&
+    grep -qx 'lru_maintainer_thread no' <<<"$settings" &&
+    pass "default memcached settings: hashpower_init 20, cas_enabled no, lru_maintainer_thread no" ||
+    { failed "memcached settings"; grep -E 'hashpower|cas_enabled|lru_maintainer' <<<"$settings"; }
+mc_pid=$daemon_pid
+daemon_pid=""
+cp "$work/default.ratelimitd.yaml" "$work/default-memcached.ratelimitd.yaml"
+run_test_pod default-memcached "$ci/default-values.yaml" "$mc_port"
+kill "$mc_pid" 2>/dev/null || true
+wait "$mc_pid" 2>/dev/null || true
+mc_pid=""
+off=$(mc_args "$ci/default-values.yaml" --set memcached.hashPower=0 --set memcached.cas=true | tr '\n' ' ')
+! grep -q 'hashpower' <<<"$off" && ! grep -qw -- '-C' <<<"$off" &&
+    pass "hashPower 0 and cas true leave memcached's defaults: $off" || failed "hashPower 0 / cas true still render: $off"
 
 echo "test_helm: $failures failure(s), $((SECONDS - start))s"
 [[ $failures -eq 0 ]]
