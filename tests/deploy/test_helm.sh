@@ -269,41 +269,27 @@ const YAML = await import(path.join(process.env.RL_NODE_MODULES, 'yaml/dist/inde
 const sts = YAML.parseAllDocuments(fs.readFileSync(0, 'utf8')).map((d) => d.toJS()).find((o) => o?.kind === 'StatefulSet');
 console.log(sts.spec.template.spec.containers[0].args.join('\\n'));"
 }
-mc_settings() { # PORT -> memcached's 'stats settings' as NAME VALUE lines
-    python3 - "$1" <<'PY'
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-s.sendall(b"stats settings\r\n")
-buf = b""
-while not buf.endswith(b"END\r\n"):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    buf += chunk
-for line in buf.decode().splitlines():
-    if line.startswith("STAT "):
-        print(line[5:])
-PY
+mc_settings() { # PORT -> memcached's 'stats settings' reply (the integration tests' harness)
+    python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import rlharness as h
+print("\n".join(h.Memcached(port=int(sys.argv[2])).command("stats settings").splitlines()))' "$src/tests/integration" "$1"
 }
 mapfile -t args < <(mc_args "$ci/default-values.yaml")
 mc_port=$(free_port)
 for i in "${!args[@]}"; do [[ ${args[i]} == -p ]] && args[i + 1]=$mc_port; done
 [[ $(id -u) == 0 ]] && args+=(-u nobody)
 memcached -l 127.0.0.1 "${args[@]}" >"$work/memcached.log" 2>&1 &
-daemon_pid=$!
+mc_pid=$!
 for _ in $(seq 1 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null && break
     sleep 0.1
 done
 settings=$(mc_settings "$mc_port" || true)
-kill -0 "$daemon_pid" 2>/dev/null && pass "memcached starts with the rendered args: ${args[*]}" ||
+kill -0 "$mc_pid" 2>/dev/null && pass "memcached starts with the rendered args: ${args[*]}" ||
     { failed "memcached rejected the rendered args: ${args[*]}"; cat "$work/memcached.log"; }
-grep -qx 'hashpower_init 20' <<<"$settings" && grep -qx 'cas_enabled no' <<<"$settings" &&
-    grep -qx 'lru_maintainer_thread no' <<<"$settings" &&
+grep -qx 'STAT hashpower_init 20' <<<"$settings" && grep -qx 'STAT cas_enabled no' <<<"$settings" &&
+    grep -qx 'STAT lru_maintainer_thread no' <<<"$settings" &&
     pass "default memcached settings: hashpower_init 20, cas_enabled no, lru_maintainer_thread no" ||
     { failed "memcached settings"; grep -E 'hashpower|cas_enabled|lru_maintainer' <<<"$settings"; }
-mc_pid=$daemon_pid
-daemon_pid=""
 cp "$work/default.ratelimitd.yaml" "$work/default-memcached.ratelimitd.yaml"
 run_test_pod default-memcached "$ci/default-values.yaml" "$mc_port"
 kill "$mc_pid" 2>/dev/null || true

@@ -152,12 +152,12 @@ def port_accepts(port, host=HOST, timeout=0.2):
         return False
 
 
-def wait_port(port, timeout=5.0, proc=None):
+def wait_port(port, timeout=5.0, proc=None, host=HOST):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
-        if port_accepts(port):
+        if port_accepts(port, host):
             return True
         time.sleep(0.02)
     return False
@@ -241,25 +241,26 @@ def to_yaml(obj, indent=0):
 
 
 class Memcached:
-    """One real memcached process on 127.0.0.1:port (a free port unless given)."""
+    """One real memcached process on host:port (127.0.0.1 and a free port unless given)."""
 
-    def __init__(self, port=None, memory_mb=16):
+    def __init__(self, port=None, memory_mb=16, host=HOST):
+        self.host = host
         self.port = port or free_port()
         self.memory_mb = memory_mb
         self.proc = None
-        self.addr = "%s:%d" % (HOST, self.port)
+        self.addr = "%s:%d" % (host, self.port)
 
     def start(self, timeout=5.0):
-        cmd = [MEMCACHED, "-u", "nobody", "-l", HOST, "-p", str(self.port), "-U", "0", "-t", "1",
+        cmd = [MEMCACHED, "-u", "nobody", "-l", self.host, "-p", str(self.port), "-U", "0", "-t", "1",
                "-m", str(self.memory_mb)]
         err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         _register(self.proc)
         try:
-            if not wait_port(self.port, timeout, self.proc):
+            if not wait_port(self.port, timeout, self.proc, self.host):
                 stop_process(self.proc, signal.SIGKILL)
                 err.seek(0)
-                raise RuntimeError("memcached on port %d did not start: %r" % (self.port, err.read()[-2000:]))
+                raise RuntimeError("memcached on %s did not start: %r" % (self.addr, err.read()[-2000:]))
         finally:
             err.close()
         return self
@@ -289,7 +290,7 @@ class Memcached:
 
     def command(self, line, timeout=2.0):
         """Sends one text-protocol command and returns the reply up to END/terminal line."""
-        with socket.create_connection((HOST, self.port), timeout=timeout) as s:
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
             s.sendall(line.encode() + b"\r\n")
             buf = b""
             while True:

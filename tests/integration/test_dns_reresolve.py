@@ -14,10 +14,8 @@ forever (on_failure: closed).
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -27,40 +25,6 @@ import rlharness as h  # noqa: E402
 REQUIRED_TOOLS = ("memcached", "curl")
 FAKE_NAME = "mc-moves.test"
 OLD_IP, NEW_IP = "127.0.0.2", "127.0.0.3"
-
-
-class LoopbackMemcached(h.Memcached):
-    """h.Memcached listening on another loopback address than 127.0.0.1."""
-
-    def __init__(self, host, port):
-        super().__init__(port=port)
-        self.host = host
-        self.addr = "%s:%d" % (host, port)
-
-    def start(self, timeout=5.0):
-        cmd = [h.MEMCACHED, "-u", "nobody", "-l", self.host, "-p", str(self.port), "-U", "0", "-t", "1",
-               "-m", str(self.memory_mb)]
-        with tempfile.TemporaryFile() as err:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-            h._register(self.proc)
-            if not h.wait_until(lambda: self.proc.poll() is not None or h.port_accepts(self.port, self.host),
-                                timeout, interval=0.02) or self.proc.poll() is not None:
-                h.stop_process(self.proc, signal.SIGKILL)
-                err.seek(0)
-                raise RuntimeError("memcached on %s did not start: %r" % (self.addr, err.read()[-2000:]))
-        return self
-
-    def command(self, line, timeout=2.0):
-        """One text-protocol command (here only `stats`, which ends with END)."""
-        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
-            s.sendall(line.encode() + b"\r\n")
-            buf = b""
-            while not buf.endswith(b"END\r\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-            return buf.decode(errors="replace")
 
 
 def asan_runtime(binary):
@@ -123,7 +87,7 @@ class DnsReresolveTest(h.RLTestCase):
         return d
 
     def start_memcached(self, ip, port):
-        m = LoopbackMemcached(ip, port).start()
+        m = h.Memcached(port=port, host=ip).start()
         self.nodes.append(m)
         return m
 
