@@ -213,10 +213,11 @@ done
 echo "== the helm test pod's script against a real ratelimitd (local store, free port)"
 # The pod's shell script, run here with this machine's curl against the daemon started with
 # the rendered config (listener moved to 127.0.0.1:PORT, store switched to local).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 run_test_pod() {
     local name=$1 values=$2 mc_port=${3:-}
     local port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     H template rl "$chart" -f "$values" --show-only templates/tests/test-limit.yaml >"$work/$name.testpod.yaml"
     node --input-type=module - "$work/$name.testpod.yaml" "$work/$name.ratelimitd.yaml" "$work/$name.local.yaml" "$port" "$work/$name.testpod" "$mc_port" <<'JS'
 import fs from 'node:fs';
@@ -259,7 +260,6 @@ run_test_pod external-memcached "$ci/external-memcached-values.yaml"
 echo "== the chart's memcached command line, run here, serves ratelimitd"
 # The StatefulSet's args as rendered (port moved to a free one, bound to 127.0.0.1): memcached
 # must accept them, apply them, and count for ratelimitd through the helm test script.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mc_args() { # VALUES-FILE [helm args...] -> the memcached container's args, one per line
     local values=$1; shift
     H template rl "$chart" -f "$values" "$@" --show-only templates/memcached.yaml |
@@ -290,6 +290,19 @@ grep -qx 'STAT hashpower_init 20' <<<"$settings" && grep -qx 'STAT cas_enabled n
     grep -qx 'STAT lru_maintainer_thread no' <<<"$settings" &&
     pass "default memcached settings: hashpower_init 20, cas_enabled no, lru_maintainer_thread no" ||
     { failed "memcached settings"; grep -E 'hashpower|cas_enabled|lru_maintainer' <<<"$settings"; }
+# DEPLOY.md: with no LRU maintainer, new counters take the memory of expired ones (memcached's
+# `reclaimed`), not the LRU crawler; 50 counters with ratelimitd's 3 s TTL, then 50 new ones
+mc_reuse() { # PORT -> "reclaimed crawler_reclaimed curr_items" after the second 50
+    python3 -c 'import sys, time; sys.path.insert(0, sys.argv[1]); import rlharness as h
+m = h.Memcached(port=int(sys.argv[2]))
+new = lambda tag: m.command("".join("ma rl:reuse-%s-%d N3 J1 v\r\n" % (tag, i) for i in range(50)) + "mn")
+new("a"); time.sleep(4.5); new("b"); s = m.stats()
+print(s["reclaimed"], s["crawler_reclaimed"], s["curr_items"])' "$src/tests/integration" "$1"
+}
+read -r reclaimed crawled items < <(mc_reuse "$mc_port")
+[[ $reclaimed -ge 50 && $crawled -eq 0 && $items -eq 50 ]] &&
+    pass "expired counters are reused by new ones: reclaimed $reclaimed, crawler_reclaimed $crawled, curr_items $items" ||
+    failed "counter reuse: reclaimed $reclaimed, crawler_reclaimed $crawled, curr_items $items (want >= 50, 0, 50)"
 cp "$work/default.ratelimitd.yaml" "$work/default-memcached.ratelimitd.yaml"
 run_test_pod default-memcached "$ci/default-values.yaml" "$mc_port"
 kill "$mc_pid" 2>/dev/null || true

@@ -289,7 +289,8 @@ class Memcached:
         os.kill(self.proc.pid, signal.SIGCONT)
 
     def command(self, line, timeout=2.0):
-        """Sends one text-protocol command and returns the reply up to END/terminal line."""
+        """Sends one text-protocol command and returns the reply up to END/terminal line. Several
+        meta commands can go in one call when the last is `mn`: its MN ends the reply."""
         with socket.create_connection((self.host, self.port), timeout=timeout) as s:
             s.sendall(line.encode() + b"\r\n")
             buf = b""
@@ -298,7 +299,7 @@ class Memcached:
                 if not chunk:
                     break
                 buf += chunk
-                if buf.endswith(b"END\r\n") or re.search(rb"^(ERROR|OK|STORED|NOT_FOUND|VERSION [^\r]*)\r\n$", buf):
+                if buf.endswith((b"END\r\n", b"MN\r\n")) or re.search(rb"^(ERROR|OK|STORED|NOT_FOUND|VERSION [^\r]*)\r\n$", buf):
                     break
             return buf.decode(errors="replace")
 
