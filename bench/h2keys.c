@@ -476,11 +476,12 @@ static void on_event(struct h2k_conn *c, uint32_t events)
     }
 }
 
-/* Streams still unanswered at the deadline are counted as timeouts only when older than wrk's 5 s. */
+/* Streams still unanswered at the deadline are counted as timeouts only when older than wrk's 5 s;
+ * those of a lost connection are already counted as its read or write error. */
 static void count_timeouts(struct h2k_loadgen *lg, int64_t at_us)
 {
     for (int i = 0; i < lg->opt.conns; i++)
-        for (int j = 0; j < lg->opt.streams; j++) {
+        for (int j = 0; j < lg->opt.streams && !lg->conns[i].dead; j++) {
             const struct h2k_slot *s = &lg->conns[i].slots[j];
             if (s->in_use && at_us - s->started_us >= H2K_TIMEOUT_US)
                 lg->stats.errors.timeout++;
