@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -136,6 +137,9 @@ static int parse_options(int argc, char **argv, struct h2k_options *opt)
             opt->keys = (unsigned)strtoul(optarg, &end, 10);
             break;
         case 'H':
+            /* HTTP/2 field names are lowercase (RFC 9113, 8.2.1): a peer rejects any other */
+            for (char *p = optarg; *p != '\0'; ++p)
+                *p = (char)tolower((unsigned char)*p);
             opt->header = optarg;
             break;
         case 'p':
