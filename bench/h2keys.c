@@ -69,11 +69,8 @@ struct h2k_stats {
     struct h2k_errors errors;
 };
 
-struct h2k_conn;
-
 /* One request in flight: the stream's user data in nghttp2. */
 struct h2k_slot {
-    struct h2k_conn *conn;
     int64_t started_us;
     int status;
     bool in_use;
@@ -244,7 +241,7 @@ static int submit_one(struct h2k_conn *c)
         H2K_NV(lg->opt.header, key, (size_t)keylen, NGHTTP2_NV_FLAG_NO_INDEX),
     };
 #undef H2K_NV
-    *slot = (struct h2k_slot){.conn = c, .started_us = now_us(), .status = 0, .in_use = true};
+    *slot = (struct h2k_slot){.started_us = now_us(), .status = 0, .in_use = true};
     int32_t id = nghttp2_submit_request(c->session, NULL, nv, sizeof(nv) / sizeof(nv[0]), NULL, slot);
     if (id < 0) {
         fprintf(stderr, "h2keys: nghttp2_submit_request: %s\n", nghttp2_strerror(id));
