@@ -176,6 +176,7 @@ reject schema 'externalMemcached server "bad host"' "externalMemcached/servers" 
 reject schema 'tls.port 70000' "tls/port.*maximum" --set tls.port=70000
 reject schema 'memcached.addressing: dns' "addressing.*(one of|enum)" --set memcached.addressing=dns
 reject schema 'memcached.hashPower: 8 (memcached needs >= 12)' "hashPower" --set memcached.hashPower=8
+reject schema 'memcached.requestsPerEvent: -1' "requestsPerEvent.*minimum" --set memcached.requestsPerEvent=-1
 reject chart 'memcached off and no external servers' "enable memcached .* or list externalMemcached.servers" --set memcached.enabled=false
 reject chart 'in-cluster and external memcached at once' "are exclusive" --set 'externalMemcached.servers[0]=10.0.0.1:11211'
 reject chart 'backend local with an HPA' "backend.type local counts per pod" --set config.backend.type=local
@@ -287,9 +288,9 @@ settings=$(mc_settings "$mc_port" || true)
 kill -0 "$mc_pid" 2>/dev/null && pass "memcached starts with the rendered args: ${args[*]}" ||
     { failed "memcached rejected the rendered args: ${args[*]}"; cat "$work/memcached.log"; }
 grep -qx 'STAT hashpower_init 20' <<<"$settings" && grep -qx 'STAT cas_enabled no' <<<"$settings" &&
-    grep -qx 'STAT lru_maintainer_thread no' <<<"$settings" &&
-    pass "default memcached settings: hashpower_init 20, cas_enabled no, lru_maintainer_thread no" ||
-    { failed "memcached settings"; grep -E 'hashpower|cas_enabled|lru_maintainer' <<<"$settings"; }
+    grep -qx 'STAT lru_maintainer_thread no' <<<"$settings" && grep -qx 'STAT reqs_per_event 1000' <<<"$settings" &&
+    pass "default memcached settings: hashpower_init 20, cas_enabled no, lru_maintainer_thread no, reqs_per_event 1000" ||
+    { failed "memcached settings"; grep -E 'hashpower|cas_enabled|lru_maintainer|reqs_per_event' <<<"$settings"; }
 # DEPLOY.md: with no LRU maintainer, new counters take the memory of expired ones (memcached's
 # `reclaimed`), not the LRU crawler; 50 counters with ratelimitd's 3 s TTL, then 50 new ones
 mc_reuse() { # PORT -> "reclaimed crawler_reclaimed curr_items" after the second 50
@@ -303,14 +304,28 @@ read -r reclaimed crawled items < <(mc_reuse "$mc_port")
 [[ $reclaimed -ge 50 && $crawled -eq 0 && $items -eq 50 ]] &&
     pass "expired counters are reused by new ones: reclaimed $reclaimed, crawler_reclaimed $crawled, curr_items $items" ||
     failed "counter reuse: reclaimed $reclaimed, crawler_reclaimed $crawled, curr_items $items (want >= 50, 0, 50)"
+# DEPLOY.md: a batch as deep as ratelimitd's under HTTP/2 load (~90 increments in one write) is
+# served in one pass, without yielding (memcached's default -R 20 yields 4 times on this one)
+mc_yields() { # PORT -> conn_yields after one write of 100 increments
+    python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import rlharness as h
+m = h.Memcached(port=int(sys.argv[2]))
+reply = m.command("".join("ma rl:batch-%d N3 J1 v\r\n" % i for i in range(100)) + "mn")
+assert reply.count("VA 1") == 100, reply[:200]
+print(m.stats()["conn_yields"])' "$src/tests/integration" "$1"
+}
+yields=$(mc_yields "$mc_port" || echo error)
+[[ $yields == 0 ]] && pass "a batch of 100 increments is served without yielding: conn_yields $yields" ||
+    failed "a batch of 100 increments: conn_yields $yields (want 0)"
 cp "$work/default.ratelimitd.yaml" "$work/default-memcached.ratelimitd.yaml"
 run_test_pod default-memcached "$ci/default-values.yaml" "$mc_port"
 kill "$mc_pid" 2>/dev/null || true
 wait "$mc_pid" 2>/dev/null || true
 mc_pid=""
-off=$(mc_args "$ci/default-values.yaml" --set memcached.hashPower=0 --set memcached.cas=true | tr '\n' ' ')
-! grep -q 'hashpower' <<<"$off" && ! grep -qw -- '-C' <<<"$off" &&
-    pass "hashPower 0 and cas true leave memcached's defaults: $off" || failed "hashPower 0 / cas true still render: $off"
+off=$(mc_args "$ci/default-values.yaml" --set memcached.hashPower=0 --set memcached.cas=true \
+    --set memcached.requestsPerEvent=0 | tr '\n' ' ')
+! grep -q 'hashpower' <<<"$off" && ! grep -qw -- '-C' <<<"$off" && ! grep -qw -- '-R' <<<"$off" &&
+    pass "hashPower 0, cas true and requestsPerEvent 0 leave memcached's defaults: $off" ||
+    failed "hashPower 0 / cas true / requestsPerEvent 0 still render: $off"
 
 echo "test_helm: $failures failure(s), $((SECONDS - start))s"
 [[ $failures -eq 0 ]]
