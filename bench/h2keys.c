@@ -270,14 +270,6 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
 }
 
-static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
-                         void *user_data)
-{
-    /* bodies are only counted as received (nghttp2 returns the flow-control window itself) */
-    (void)session, (void)flags, (void)stream_id, (void)data, (void)len, (void)user_data;
-    return 0;
-}
-
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
     struct h2k_conn *c = user_data;
@@ -304,8 +296,8 @@ static nghttp2_session *new_session(struct h2k_conn *c)
     nghttp2_session *session = NULL;
     if (nghttp2_session_callbacks_new(&cb) != 0)
         return NULL;
+    /* bodies are not looked at: nghttp2 consumes them and returns the flow-control window itself */
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     int rv = nghttp2_session_client_new(&session, cb, c);
     nghttp2_session_callbacks_del(cb);
@@ -420,32 +412,31 @@ static int conn_read(struct h2k_conn *c)
     }
 }
 
+/* A connection that could not be opened: reported, counted, and never polled. */
+static int conn_open_failed(struct h2k_conn *c, const char *what)
+{
+    fprintf(stderr, "h2keys: %s %s:%s: %s\n", what, c->lg->opt.host, c->lg->opt.port, strerror(errno));
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->dead = true;
+    c->lg->stats.errors.connect++;
+    return -1;
+}
+
 /* Blocking connect (loopback: immediate), then non-blocking I/O with the preface and first streams queued. */
 static int conn_open(struct h2k_loadgen *lg, struct h2k_conn *c, const struct addrinfo *ai)
 {
     c->lg = lg;
     c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (c->fd < 0 || connect(c->fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        fprintf(stderr, "h2keys: connect to %s:%s: %s\n", lg->opt.host, lg->opt.port, strerror(errno));
-        if (c->fd >= 0)
-            close(c->fd);
-        c->fd = -1;
-        c->dead = true;
-        lg->stats.errors.connect++;
-        return -1;
-    }
+    if (c->fd < 0 || connect(c->fd, ai->ai_addr, ai->ai_addrlen) != 0)
+        return conn_open_failed(c, "connect to");
     int one = 1;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
         fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) != 0 ||
-        epoll_ctl(lg->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0 || (c->session = new_session(c)) == NULL) {
-        fprintf(stderr, "h2keys: setting up a connection: %s\n", strerror(errno));
-        close(c->fd);
-        c->fd = -1;
-        c->dead = true;
-        lg->stats.errors.connect++;
-        return -1;
-    }
+        epoll_ctl(lg->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0 || (c->session = new_session(c)) == NULL)
+        return conn_open_failed(c, "setting up a connection to");
     return 0;
 }
 

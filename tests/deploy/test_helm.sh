@@ -305,7 +305,7 @@ read -r reclaimed crawled items < <(mc_reuse "$mc_port")
     pass "expired counters are reused by new ones: reclaimed $reclaimed, crawler_reclaimed $crawled, curr_items $items" ||
     failed "counter reuse: reclaimed $reclaimed, crawler_reclaimed $crawled, curr_items $items (want >= 50, 0, 50)"
 # DEPLOY.md: a batch as deep as ratelimitd's under HTTP/2 load (~90 increments in one write) is
-# served in one pass, without yielding (memcached's default -R 20 yields 4 times on this one)
+# served in one pass, without yielding (memcached's default -R 20 yields 5 times on this one)
 mc_yields() { # PORT -> conn_yields after one write of 100 increments
     python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import rlharness as h
 m = h.Memcached(port=int(sys.argv[2]))
@@ -321,6 +321,12 @@ run_test_pod default-memcached "$ci/default-values.yaml" "$mc_port"
 kill "$mc_pid" 2>/dev/null || true
 wait "$mc_pid" 2>/dev/null || true
 mc_pid=""
+# scripts/run and bench/run start memcached with conf/memcached.options: the chart's defaults
+read -ra deployed < <(grep -v '^#' "$src/conf/memcached.options")
+rendered=$(mc_args "$ci/default-values.yaml" | tr '\n' ' ')
+[[ ${#deployed[@]} -gt 0 && $rendered == *" ${deployed[*]} " ]] &&
+    pass "the chart renders conf/memcached.options (${deployed[*]}): $rendered" ||
+    failed "conf/memcached.options (${deployed[*]}) differs from the chart's memcached args: $rendered"
 off=$(mc_args "$ci/default-values.yaml" --set memcached.hashPower=0 --set memcached.cas=true \
     --set memcached.requestsPerEvent=0 | tr '\n' ' ')
 ! grep -q 'hashpower' <<<"$off" && ! grep -qw -- '-C' <<<"$off" && ! grep -qw -- '-R' <<<"$off" &&
