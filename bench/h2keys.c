@@ -80,13 +80,12 @@ struct h2k_loadgen;
 
 struct h2k_conn {
     struct h2k_loadgen *lg;
-    int fd;
+    int fd; /* -1 when never opened, failed or closed */
     nghttp2_session *session;
     /* bytes nghttp2 produced that the socket has not taken yet */
     uint8_t *out;
     size_t out_len, out_cap, out_off;
     bool want_out; /* EPOLLOUT armed */
-    bool dead;
     struct h2k_slot slots[H2K_MAX_STREAMS];
 };
 
@@ -263,10 +262,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     struct h2k_slot *slot = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (slot == NULL)
         return 0;
-    int status = 0;
-    for (size_t i = 0; i < valuelen && i < 3; i++)
-        status = status * 10 + (value[i] - '0');
-    slot->status = valuelen == 3 ? status : -1;
+    int status = valuelen == 3 ? 0 : -1; /* -1: not a 3-digit status, counted apart */
+    for (size_t i = 0; i < valuelen && status >= 0; i++)
+        status = isdigit(value[i]) ? status * 10 + (value[i] - '0') : -1;
+    slot->status = status;
     return 0;
 }
 
@@ -317,9 +316,8 @@ static nghttp2_session *new_session(struct h2k_conn *c)
 
 static void conn_close(struct h2k_conn *c)
 {
-    if (c->dead)
+    if (c->fd < 0)
         return;
-    c->dead = true;
     epoll_ctl(c->lg->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -419,7 +417,6 @@ static int conn_open_failed(struct h2k_conn *c, const char *what)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
-    c->dead = true;
     c->lg->stats.errors.connect++;
     return -1;
 }
@@ -455,7 +452,7 @@ static int resolve(const struct h2k_options *opt, struct addrinfo **res)
 
 static void on_event(struct h2k_conn *c, uint32_t events)
 {
-    if (c->dead)
+    if (c->fd < 0)
         return;
     if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0 && conn_read(c) != 0) {
         conn_close(c);
@@ -473,7 +470,7 @@ static void on_event(struct h2k_conn *c, uint32_t events)
 static void count_timeouts(struct h2k_loadgen *lg, int64_t at_us)
 {
     for (int i = 0; i < lg->opt.conns; i++)
-        for (int j = 0; j < lg->opt.streams && !lg->conns[i].dead; j++) {
+        for (int j = 0; j < lg->opt.streams && lg->conns[i].fd >= 0; j++) {
             const struct h2k_slot *s = &lg->conns[i].slots[j];
             if (s->in_use && at_us - s->started_us >= H2K_TIMEOUT_US)
                 lg->stats.errors.timeout++;

@@ -322,7 +322,7 @@ kill "$mc_pid" 2>/dev/null || true
 wait "$mc_pid" 2>/dev/null || true
 mc_pid=""
 # scripts/run and bench/run start memcached with conf/memcached.options: the chart's defaults
-read -ra deployed < <(grep -v '^#' "$src/conf/memcached.options")
+read -ra deployed < <(grep -v -e '^#' -e '^[[:space:]]*$' "$src/conf/memcached.options")
 rendered=$(mc_args "$ci/default-values.yaml" | tr '\n' ' ')
 [[ ${#deployed[@]} -gt 0 && $rendered == *" ${deployed[*]} " ]] &&
     pass "the chart renders conf/memcached.options (${deployed[*]}): $rendered" ||
