@@ -115,7 +115,7 @@ static const rl_cfg_directive_t backend_table[] = {
 static const rl_cfg_directive_t server_table[] = {
     RL_CFG_UINT_ROW(rl_config_t, "max_connections", server.max_connections, 1, 1000000, 10000),
     RL_CFG_UINT_ROW(rl_config_t, "idle_timeout_ms", server.idle_timeout_ms, 100, 3600000, 10000),
-    RL_CFG_UINT_ROW(rl_config_t, "max_header_bytes", server.max_header_bytes, 1024, 1048576, 16384),
+    RL_CFG_UINT_ROW(rl_config_t, "max_header_bytes", server.max_header_bytes, 1024, RL_CONFIG_MAX_HEADER_BYTES, 16384),
     {.name = NULL}};
 
 static const rl_cfg_directive_t top_table[] = {
@@ -630,6 +630,67 @@ rl_config_t *rl_config_load(const char *path, char **errors)
     rl_config_t *config = rl_config_parse(path, text, len, errors);
     free(text);
     return config;
+}
+
+static int same_string(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int same_listen(const rl_config_t *a, const rl_config_t *b)
+{
+    if (a->num_listen != b->num_listen)
+        return 0;
+    for (size_t i = 0; i < a->num_listen; ++i) {
+        const rl_listen_config_t *x = &a->listen[i], *y = &b->listen[i];
+        if (x->port != y->port || !same_string(x->address, y->address) ||
+            !same_string(x->tls_certificate, y->tls_certificate) || !same_string(x->tls_key, y->tls_key))
+            return 0;
+    }
+    return 1;
+}
+
+static int same_backend(const rl_config_t *a, const rl_config_t *b)
+{
+    if (a->backend.type != b->backend.type || a->backend.num_servers != b->backend.num_servers ||
+        a->backend.timeout_ms != b->backend.timeout_ms || a->backend.on_failure != b->backend.on_failure ||
+        !same_string(a->backend.key_prefix, b->backend.key_prefix) ||
+        !same_string(a->backend.key_hash_secret, b->backend.key_hash_secret) ||
+        a->backend.window_ttl_s != b->backend.window_ttl_s || a->backend.failure_limit != b->backend.failure_limit ||
+        a->backend.retry_interval_ms != b->backend.retry_interval_ms ||
+        a->backend.max_pending != b->backend.max_pending || a->backend.local_max_keys != b->backend.local_max_keys)
+        return 0;
+    for (size_t i = 0; i < a->backend.num_servers; ++i) {
+        const rl_node_config_t *x = &a->backend.servers[i], *y = &b->backend.servers[i];
+        if (x->port != y->port || x->weight != y->weight || !same_string(x->host, y->host))
+            return 0;
+    }
+    return 1;
+}
+
+size_t rl_config_restart_sections(const rl_config_t *running, const rl_config_t *loaded, const char **names,
+                                  size_t max_names)
+{
+    const struct {
+        const char *name;
+        int same;
+    } sections[] = {
+        {"listen", same_listen(running, loaded)},
+        {"threads", running->threads == loaded->threads},
+        {"api_key_header", same_string(running->api_key_header, loaded->api_key_header)},
+        {"backend", same_backend(running, loaded)},
+        {"server", running->server.max_connections == loaded->server.max_connections &&
+                       running->server.idle_timeout_ms == loaded->server.idle_timeout_ms &&
+                       running->server.max_header_bytes == loaded->server.max_header_bytes},
+        {"log_level", same_string(running->log_level, loaded->log_level)},
+        {"shutdown_grace_ms", running->shutdown_grace_ms == loaded->shutdown_grace_ms},
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); ++i) {
+        if (!sections[i].same && n < max_names)
+            names[n++] = sections[i].name;
+    }
+    return n;
 }
 
 void rl_config_destroy(rl_config_t *config)

@@ -151,7 +151,8 @@ static yaml_mark_t mark_at_offset(const char *yaml, size_t len, size_t offset)
         if (yaml[i] == '\n') {
             ++mark.line;
             mark.column = 0;
-        } else {
+        } else if (((unsigned char)yaml[i] & 0xC0) != 0x80) {
+            /* columns count characters, as libyaml's marks do: UTF-8 continuation bytes add none */
             ++mark.column;
         }
     }

@@ -63,11 +63,19 @@ static int parse_options(int argc, char **argv, rl_options_t *options)
         case 'h':
             print_usage(stdout);
             return 0;
-        default:
-            fprintf(stderr, "ratelimitd: %s option: %s\n", opt == ':' ? "missing argument for" : "unknown",
-                    argv[optind - 1]);
+        default: {
+            /* getopt names a bad short option only in optopt: argv[optind - 1] may be a whole
+             * group such as -vZ, or the argument before it. */
+            const char *arg = argv[optind - 1];
+            int is_long = strncmp(arg, "--", 2) == 0;
+            const char *what = opt == ':' ? "missing argument for" : "unknown";
+            if (is_long || optopt == 0)
+                fprintf(stderr, "ratelimitd: %s option: %s\n", what, arg);
+            else
+                fprintf(stderr, "ratelimitd: %s option: -%c\n", what, optopt);
             print_usage(stderr);
             return RL_EXIT_USAGE;
+        }
         }
     }
     if (optind < argc) {
@@ -124,8 +132,27 @@ static void raise_fd_limit(void)
         rl_log_warn("main", "cannot raise the open-file limit: %s", strerror(errno));
 }
 
+/* Names the sections a reload cannot apply, so a changed listener or backend is not mistaken
+ * for one in force. */
+static void warn_restart_sections(const rl_config_t *running, const rl_config_t *loaded)
+{
+    const char *names[8];
+    size_t n = rl_config_restart_sections(running, loaded, names, sizeof(names) / sizeof(names[0]));
+    char list[128] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < n && used < sizeof(list); ++i) {
+        int w = snprintf(list + used, sizeof(list) - used, "%s%s", i == 0 ? "" : ", ", names[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+    if (n != 0)
+        rl_log_warn("main", "reload: %s changed in %s but a reload applies only limits; restart to apply them", list,
+                    running->path);
+}
+
 /* SIGHUP: only the limits change on a live server; a bad file leaves the old ones in force. */
-static void reload(rl_server_t *server, const char *path)
+static void reload(rl_server_t *server, const rl_config_t *running, const char *path)
 {
     char *errors = NULL;
     rl_config_t *config = rl_config_load(path, &errors);
@@ -140,6 +167,7 @@ static void reload(rl_server_t *server, const char *path)
         rl_log_error("main", "reload rejected: out of memory");
         rl_metrics_count_reload(rl_server_metrics(server), false);
     } else {
+        warn_restart_sections(running, config);
         rl_server_reload(server, limits);
         rl_limits_release(limits);
         rl_metrics_count_reload(rl_server_metrics(server), true);
@@ -150,14 +178,14 @@ static void reload(rl_server_t *server, const char *path)
 }
 
 /* Blocks until SIGTERM or SIGINT, reloading on SIGHUP. */
-static void wait_for_stop(rl_server_t *server, const char *path, const sigset_t *signals)
+static void wait_for_stop(rl_server_t *server, const rl_config_t *running, const char *path, const sigset_t *signals)
 {
     for (;;) {
         int sig;
         if (sigwait(signals, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            reload(server, path);
+            reload(server, running, path);
             continue;
         }
         rl_log_info("main", "%s received: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -204,9 +232,10 @@ static int run(const rl_options_t *options)
         rl_log_error("main", "cannot start the loop threads");
         goto exit;
     }
-    rl_log_info("main", "ratelimitd %s started: %zu listener(s), backend %s", RL_VERSION, config->num_listen,
+    rl_log_info("main", "ratelimitd %s started: %zu listener(s), %zu loop thread(s), backend %s", RL_VERSION,
+                config->num_listen, rl_server_num_threads(server),
                 config->backend.type == RL_BACKEND_MEMCACHED ? "memcached" : "local");
-    wait_for_stop(server, options->config_path, &signals);
+    wait_for_stop(server, config, options->config_path, &signals);
     rl_server_shutdown(server);
     size_t left_open = rl_server_join(server);
     if (left_open != 0) {

@@ -4,7 +4,8 @@
  * Every loop thread gets its own listening socket per configured port, all bound with
  * SO_REUSEPORT, so the kernel spreads new connections over the threads and no accept lock or
  * hand-off exists. All sockets are bound on the main thread before any thread starts, so a
- * port in use fails start-up with a clear message instead of a half-running daemon.
+ * port in use fails start-up with a clear message instead of a half-running daemon; a probe
+ * bound without SO_REUSEPORT first catches a port that another ratelimitd already shares.
  *
  * The main thread talks to the loops only through h2o multithread queues: a reload message
  * carries new limits, a shutdown message starts the drain. A draining thread closes its
@@ -95,6 +96,11 @@ rl_metrics_t *rl_server_metrics(rl_server_t *server)
     return server->metrics;
 }
 
+size_t rl_server_num_threads(const rl_server_t *server)
+{
+    return server->num_workers;
+}
+
 bool rl_server_draining(const rl_server_t *server)
 {
     return atomic_load_explicit(&server->draining, memory_order_relaxed);
@@ -113,26 +119,38 @@ static size_t resolve_threads(uint32_t configured)
     return cpus > 0 ? (size_t)cpus : 1;
 }
 
-/* Binds one listening socket for `listen`. Returns the fd or -1 with a message in err. */
-static int bind_listener(const rl_listen_config_t *where, char *err, size_t errlen)
+/* Fills `ss` with the address and port of `where`. Returns its length, or 0 with a message. */
+static socklen_t listen_address(const rl_listen_config_t *where, struct sockaddr_storage *ss, char *err, size_t errlen)
 {
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    memset(&ss, 0, sizeof(ss));
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
     if (inet_pton(AF_INET, where->address, &sin->sin_addr) == 1) {
         sin->sin_family = AF_INET;
         sin->sin_port = htons(where->port);
-        sslen = sizeof(*sin);
-    } else if (inet_pton(AF_INET6, where->address, &sin6->sin6_addr) == 1) {
+        return sizeof(*sin);
+    }
+    if (inet_pton(AF_INET6, where->address, &sin6->sin6_addr) == 1) {
         sin6->sin6_family = AF_INET6;
         sin6->sin6_port = htons(where->port);
-        sslen = sizeof(*sin6);
-    } else {
-        snprintf(err, errlen, "listen address %s is not an IP address", where->address);
-        return -1;
+        return sizeof(*sin6);
     }
+    snprintf(err, errlen, "listen address %s is not an IP address", where->address);
+    return 0;
+}
+
+/*
+ * Binds one socket to `where`; listens on it too unless `probe_only`. A probe is bound without
+ * SO_REUSEPORT, so it fails while anything listens on the port, another ratelimitd included:
+ * SO_REUSEPORT alone would let a second daemon started by mistake share the port with this one
+ * and silently take half of its connections. Returns the fd or -1 with a message in err.
+ */
+static int bind_socket(const rl_listen_config_t *where, bool probe_only, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = listen_address(where, &ss, err, errlen);
+    if (sslen == 0)
+        return -1;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         snprintf(err, errlen, "socket(): %s", strerror(errno));
@@ -140,14 +158,27 @@ static int bind_listener(const rl_listen_config_t *where, char *err, size_t errl
     }
     int on = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        (!probe_only && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
         (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) != 0) ||
-        bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        bind(fd, (struct sockaddr *)&ss, sslen) != 0 || (!probe_only && listen(fd, SOMAXCONN) != 0)) {
         snprintf(err, errlen, "cannot listen on %s:%u: %s", where->address, where->port, strerror(errno));
         close(fd);
         return -1;
     }
     return fd;
+}
+
+/*
+ * Fails if something already listens on `where`. The probe is closed before the shared sockets
+ * are bound; a second daemon that probes in that microsecond-wide gap is not caught.
+ */
+static int check_port_free(const rl_listen_config_t *where, char *err, size_t errlen)
+{
+    int fd = bind_socket(where, true, err, errlen);
+    if (fd == -1)
+        return RL_ERR_IO;
+    close(fd);
+    return RL_OK;
 }
 
 static SSL_CTX *create_ssl_ctx(const rl_listen_config_t *listen, char *err, size_t errlen)
@@ -210,8 +241,10 @@ static int open_listeners(rl_server_t *server, char *err, size_t errlen)
         const rl_listen_config_t *listen = &server->config->listen[l];
         if (listen->tls_certificate != NULL && (server->ssl_ctxs[l] = create_ssl_ctx(listen, err, errlen)) == NULL)
             return RL_ERR_CONFIG;
+        if (check_port_free(listen, err, errlen) != RL_OK)
+            return RL_ERR_IO;
         for (size_t w = 0; w < server->num_workers; ++w) {
-            int fd = bind_listener(listen, err, errlen);
+            int fd = bind_socket(listen, false, err, errlen);
             if (fd == -1)
                 return RL_ERR_IO;
             server->listen_fds[w * n + l] = fd;

@@ -13,6 +13,9 @@
 #define RL_CONFIG_DEFAULT_PATH "conf/ratelimitd.yaml"
 #define RL_CONFIG_MAX_LIMIT 1000000000u
 #define RL_CONFIG_MAX_KEY_PREFIX 64
+/* h2o 2.2.5 answers 400 itself to an HTTP/1.1 request head over H2O_MAX_REQLEN (417,792
+ * bytes), so a larger server.max_header_bytes could never produce the 431 it promises. */
+#define RL_CONFIG_MAX_HEADER_BYTES 262144u
 
 typedef enum { RL_UNKNOWN_KEYS_ALLOW = 0, RL_UNKNOWN_KEYS_REJECT } rl_unknown_keys_t;
 typedef enum { RL_BACKEND_LOCAL = 0, RL_BACKEND_MEMCACHED } rl_backend_type_t;
@@ -77,7 +80,7 @@ typedef struct st_rl_config_t {
     struct {
         uint32_t max_connections;  /* per process, default 10000, 1..1000000 */
         uint32_t idle_timeout_ms;  /* keep-alive / HTTP/2 idle, default 10000, 100..3600000 */
-        uint32_t max_header_bytes; /* request head size limit, default 16384, 1024..1048576 */
+        uint32_t max_header_bytes; /* request head size limit, default 16384, 1024..RL_CONFIG_MAX_HEADER_BYTES */
     } server;
 
     char *log_level;            /* default "info" */
@@ -99,6 +102,14 @@ rl_config_t *rl_config_load(const char *path, char **errors);
 rl_config_t *rl_config_parse(const char *name, const char *yaml, size_t len, char **errors);
 
 /* Frees a config; accepts NULL. */
+/*
+ * Names the top-level sections other than `limits` whose values differ between the running
+ * config and a freshly loaded one, in file order, at most `max_names` of them (7 exist). A
+ * SIGHUP reload applies only `limits`; these need a restart, and the operator is told so.
+ */
+size_t rl_config_restart_sections(const rl_config_t *running, const rl_config_t *loaded, const char **names,
+                                  size_t max_names);
+
 void rl_config_destroy(rl_config_t *config);
 
 #endif

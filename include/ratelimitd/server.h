@@ -86,6 +86,8 @@ void rl_server_destroy(rl_server_t *server);
 
 rl_metrics_t *rl_server_metrics(rl_server_t *server);
 bool rl_server_draining(const rl_server_t *server);
+/* The loop threads in use: `threads` from the config, or one per CPU this process may run on. */
+size_t rl_server_num_threads(const rl_server_t *server);
 
 /* Handler registration (limit_handler.c, admin_handler.c). */
 void rl_limit_handler_register(h2o_hostconf_t *host);

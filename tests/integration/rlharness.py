@@ -129,6 +129,10 @@ def sanitized():
 
 ASAN_QUARANTINE_KB = 256 * 1024
 
+# What a sanitizer build prints to stderr when it finds a memory error, a leak at exit or
+# undefined behaviour.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
 
 def source_dir():
     return os.environ.get("RL_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -316,9 +320,15 @@ class Memcached:
 
     def increments(self):
         """A number that grows with every increment (`ma`) this node served, and not with `mn`
-        probes: arithmetic hits and misses plus items created."""
+        probes: arithmetic hits and misses plus items created. Not an exact count: memcached
+        also counts an item as created when a counter's value gains a digit (9 -> 10)."""
         st = self.stats()
         return sum(int(st.get(k, 0)) for k in ("incr_hits", "incr_misses", "total_items"))
+
+    def incr_hits(self):
+        """Increments (`ma`) that found their counter: exactly one per `ma` except the one that
+        created the counter."""
+        return int(self.stats().get("incr_hits", 0))
 
     def total_items(self):
         return int(self.stats().get("total_items", 0))
@@ -362,10 +372,11 @@ def base_config(port, backend=None, **overrides):
 class Daemon:
     """One ratelimitd process. `config` is a dict (written as YAML) or a YAML string. `env`: extra
     environment variables for the process (on top of this one's), or None for none. `nofile`: the
-    process's open-file limit (soft and hard), or None to inherit this one's."""
+    process's open-file limit (soft and hard), or None to inherit this one's. `cpus`: the set of
+    CPUs the process may run on, or None to inherit this one's."""
 
     def __init__(self, tmpdir, config=None, port=None, backend=None, name="rl", extra_args=(), env=None,
-                 nofile=None):
+                 nofile=None, cpus=None):
         self.tmpdir = tmpdir
         self.name = name
         self.port = port or free_port()
@@ -378,6 +389,7 @@ class Daemon:
         self.extra_args = list(extra_args)
         self.env = dict(env) if env else None
         self.nofile = nofile
+        self.cpus = cpus
         self.proc = None
         self.write_config(config)
 
@@ -395,15 +407,18 @@ class Daemon:
         self.proc = subprocess.Popen([rl_binary(), "-c", self.conf_path] + self.extra_args,
                                      stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
                                      cwd=self.tmpdir, env=None if self.env is None else dict(os.environ, **self.env),
-                                     preexec_fn=None if self.nofile is None else self._limit_nofile)
+                                     preexec_fn=None if self.nofile is None and self.cpus is None else self._preexec)
         _register(self.proc)
         self.started_at = time.monotonic()
         if wait:
             self.wait_healthy(timeout)
         return self
 
-    def _limit_nofile(self):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+    def _preexec(self):
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        if self.cpus is not None:
+            os.sched_setaffinity(0, self.cpus)
 
     def wait_healthy(self, timeout=5.0):
         deadline = time.monotonic() + timeout
@@ -758,15 +773,19 @@ class RLTestCase(unittest.TestCase):
         failed = self._failed()
         sanitizer_reports = []
         for d in self.daemons:
+            was_running = d.alive()
             try:
-                d.stop(signal.SIGTERM, 5)
-            except Exception:
-                pass
+                rc = d.stop(signal.SIGTERM, 5)
+            except Exception as e:
+                rc = "stop failed: %r" % e
             log = d.log()
-            # memory errors and undefined behaviour reported by a sanitizer build fail any test;
-            # leaks at exit are the shutdown tests' business (they check the exit status)
-            if "ERROR: AddressSanitizer" in log or "runtime error:" in log:
+            # Memory errors, undefined behaviour and leaks reported by a sanitizer build fail any
+            # test, and so does a daemon that was still running and did not exit 0 on SIGTERM
+            # (LeakSanitizer turns a leak into a non-zero exit; a hang ends in SIGKILL).
+            if any(m in log for m in SANITIZER_MARKERS):
                 sanitizer_reports.append(d.log_tail(120))
+            elif was_running and rc != 0:
+                sanitizer_reports.append("%s exited %r on SIGTERM at cleanup, not 0\n%s" % (d.name, rc, d.log_tail(80)))
             elif failed:
                 print("\n" + d.log_tail(80), file=sys.stderr)
         for m in self.nodes:
@@ -776,7 +795,7 @@ class RLTestCase(unittest.TestCase):
                 pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         if sanitizer_reports:
-            raise AssertionError("sanitizer report in ratelimitd's stderr:\n" + "\n".join(sanitizer_reports))
+            raise AssertionError("ratelimitd did not stop cleanly:\n" + "\n".join(sanitizer_reports))
 
     def memcached(self, n=1):
         nodes = start_memcached_nodes(n)

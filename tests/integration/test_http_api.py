@@ -6,6 +6,7 @@ command line (--check-config, --version, --help, unknown flags). No memcached is
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -356,6 +357,79 @@ class CommandLineTest(h.RLTestCase):
         self.assertNotEqual(r.returncode, 0, r)
         self.assertIn(str(port), r.stderr, r)
 
+    def test_bad_tls_files_pass_check_config_but_fail_start_up(self):
+        """--check-config reads only the config file (README), so a rendered config checks
+        anywhere; start-up loads the certificate and key and refuses a missing or mismatched one,
+        naming the file."""
+        cert, key = h.make_self_signed_cert(self.tmpdir)
+        other = os.path.join(self.tmpdir, "other")
+        os.mkdir(other)
+        _, other_key = h.make_self_signed_cert(other)
+        missing = os.path.join(self.tmpdir, "missing.pem")
+        for name, tls, expect in (("missing", {"certificate": missing, "key": key},
+                                   "cannot load TLS certificate %s" % missing),
+                                  ("mismatch", {"certificate": cert, "key": other_key},
+                                   "cannot load TLS key %s" % other_key)):
+            cfg = h.base_config(h.free_port())
+            cfg["listen"].append({"address": h.HOST, "port": h.free_port(), "tls": tls})
+            path = os.path.join(self.tmpdir, name + ".yaml")
+            with open(path, "w") as f:
+                f.write(h.to_yaml(cfg))
+            r = self.run_bin("--check-config", "-c", path)
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, "ok"), r)
+            r = self.run_bin("-c", path, timeout=10)
+            self.assertNotEqual(r.returncode, 0, r)
+            self.assertIn(expect, r.stderr, r)
+
+    def test_default_config_path_is_conf_ratelimitd_yaml(self):
+        """Without -c the file is conf/ratelimitd.yaml under the working directory."""
+        cwd = os.path.join(self.tmpdir, "cwd")
+        os.makedirs(os.path.join(cwd, "conf"))
+
+        def check():
+            return subprocess.run([h.rl_binary(), "--check-config"], cwd=cwd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, timeout=10)
+
+        r = check()
+        self.assertEqual(r.returncode, 2, r)
+        self.assertIn("conf/ratelimitd.yaml: No such file or directory", r.stdout, r)
+        with open(os.path.join(cwd, "conf", "ratelimitd.yaml"), "w") as f:
+            f.write("threads: 1\nno_such_field: 1\n")
+        r = check()
+        self.assertEqual(r.returncode, 2, r)
+        self.assertTrue(r.stdout.startswith("conf/ratelimitd.yaml:2:1: "), r)
+        with open(os.path.join(cwd, "conf", "ratelimitd.yaml"), "w") as f:
+            f.write(h.to_yaml(h.base_config(h.free_port())))
+        r = check()
+        self.assertEqual((r.returncode, r.stdout), (0, "ok\n"), r)
+
+    def test_threads_zero_means_one_per_usable_cpu(self):
+        """threads: 0 starts one loop thread per CPU the process may run on (its affinity mask,
+        so a container's cpuset is respected), as the start-up line reports."""
+        usable = os.sched_getaffinity(0)
+        for cpus in ({min(usable)}, usable):
+            port = h.free_port()
+            cfg = h.base_config(port)
+            cfg["threads"] = 0
+            d = self.daemon(cfg, port=port, name="t%d" % len(cpus), cpus=cpus)
+            # the line is logged once the threads run, which may be just after /healthz answers
+            self.assertTrue(h.wait_until(lambda: " started: " in d.log(), 3.0), d.log_tail())
+            self.assertIn("listener(s), %d loop thread(s)," % len(cpus), d.log())
+            self.assertEqual(h.http_get(port, "/limit", {"X-API-Key": "t0"})[0], 200)
+            self.assertEqual(d.stop(), 0)
+
+    def test_second_daemon_on_the_same_port_fails_fast(self):
+        """SO_REUSEPORT must not let a second ratelimitd share a running one's port and take
+        part of its connections."""
+        first = self.daemon()
+        path = os.path.join(self.tmpdir, "second.yaml")
+        with open(path, "w") as f:
+            f.write(h.to_yaml(h.base_config(first.port)))
+        r = self.run_bin("-c", path, timeout=10)
+        self.assertNotEqual(r.returncode, 0, r)
+        self.assertIn("cannot listen on 127.0.0.1:%d" % first.port, r.stderr, r)
+        self.assertEqual(h.http_get(first.port, "/healthz")[0], 200)
+
     def test_unknown_flag_prints_usage_and_exits_2(self):
         r = self.run_bin("--definitely-not-a-flag")
         self.assertEqual(r.returncode, 2, r)
@@ -363,6 +437,13 @@ class CommandLineTest(h.RLTestCase):
         r = self.run_bin("-Z")
         self.assertEqual(r.returncode, 2, r)
         self.assertIn("usage", r.stderr.lower(), r)
+        self.assertIn("unknown option: --definitely-not-a-flag", self.run_bin("--definitely-not-a-flag").stderr)
+        # the bad letter itself is named, also inside a group and after other arguments
+        for args, bad in ((["-Z"], "-Z"), (["-Zv"], "-Z"), (["-c", "x.yaml", "-Zq"], "-Z")):
+            r = self.run_bin(*args)
+            self.assertIn("unknown option: %s\n" % bad, r.stderr, (args, r))
+        r = self.run_bin("-c")
+        self.assertIn("missing argument for option: -c\n", r.stderr, r)
 
     def test_version_and_help(self):
         r = self.run_bin("--version")

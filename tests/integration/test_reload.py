@@ -218,6 +218,17 @@ class ReloadTest(h.RLTestCase):
         self.assertEqual(m.get("ratelimitd_backend_node_up", None, node=self.mc.addr), 1)
         self.assertEqual(m.get("ratelimitd_requests_total", 0, decision="backend_error"), 0)
         self.assertFalse(h.port_accepts(new["listen"][0]["port"]))
+        # ... and the operator is told which changes were left for a restart, in file order
+        warnings = [line for line in self.d.log().splitlines() if "a reload applies only limits" in line]
+        self.assertEqual(len(warnings), 1, self.d.log_tail())
+        self.assertIn("reload: listen, threads, backend changed in %s" % self.d.conf_path, warnings[0])
+        # back to the running sections with new limits: applied, and nothing to warn about
+        only_limits = copy.deepcopy(self.cfg)
+        only_limits["limits"]["default"] = 6
+        self.d.write_config(only_limits)
+        self.d.send_signal(signal.SIGHUP)
+        self.assertTrue(h.wait_until(lambda: self.limit_of(fresh())[0] == 6, 3.0), self.d.log_tail())
+        self.assertEqual(self.d.log().count("a reload applies only limits"), 1, self.d.log_tail())
         self.assertAlive(self.d)
 
 

@@ -141,7 +141,7 @@ static void test_extra_fields_are_parsed(void **state)
                                 "server:\n"
                                 "  max_connections: 50\n"
                                 "  idle_timeout_ms: 100\n"
-                                "  max_header_bytes: 1048576\n"
+                                "  max_header_bytes: 262144\n"
                                 "log_level: debug\n"
                                 "shutdown_grace_ms: 0\n",
                                 &errors);
@@ -161,7 +161,7 @@ static void test_extra_fields_are_parsed(void **state)
     assert_int_equal(config->limits.default_limit, RL_CONFIG_MAX_LIMIT);
     assert_int_equal(config->server.max_connections, 50);
     assert_int_equal(config->server.idle_timeout_ms, 100);
-    assert_int_equal(config->server.max_header_bytes, 1048576);
+    assert_int_equal(config->server.max_header_bytes, 262144);
     assert_string_equal(config->log_level, "debug");
     assert_int_equal(config->shutdown_grace_ms, 0);
     rl_config_destroy(config);
@@ -291,6 +291,8 @@ static void test_invalid_utf8_is_a_syntax_error_with_position(void **state)
 {
     (void)state;
     assert_single_error("threads: 1\nlog_level: \xff\n", "conf/t.yaml:2:12: YAML syntax error:");
+    /* columns count characters, as libyaml's own marks and editors do: "é" is one column */
+    assert_single_error("threads: 1\nlog_level: \"\xc3\xa9\xc3\xa9\xff\"\n", "conf/t.yaml:2:15: YAML syntax error:");
     char *errors;
     const char yaml[] = "threads: 1\0\n";
     assert_null(rl_config_parse("conf/t.yaml", yaml, sizeof(yaml) - 1, &errors));
@@ -361,7 +363,9 @@ static void test_out_of_range_and_overflowing_integers_are_rejected(void **state
     assert_single_error("limits: {tiers: {gold: 1000000001}}\n",
                         "conf/t.yaml:1:24: limits.tiers.gold: must be between 1 and 1000000000");
     assert_single_error("server: {max_header_bytes: 1023}\n",
-                        "conf/t.yaml:1:28: server.max_header_bytes: must be between 1024 and 1048576");
+                        "conf/t.yaml:1:28: server.max_header_bytes: must be between 1024 and 262144");
+    assert_single_error("server: {max_header_bytes: 262145}\n",
+                        "conf/t.yaml:1:28: server.max_header_bytes: must be between 1024 and 262144");
 }
 
 static void test_bad_enum_value_lists_the_choices(void **state)
@@ -649,6 +653,59 @@ static void test_parse_accepts_null_name_and_buffer(void **state)
     rl_config_destroy(NULL);
 }
 
+/* Parses `yaml` (which must be valid) and lists the sections that differ from `base`. */
+static size_t changed_sections(const rl_config_t *base, const char *yaml, const char **names, size_t max)
+{
+    char *errors = NULL;
+    rl_config_t *loaded = parse(yaml, &errors);
+    assert_non_null(loaded);
+    size_t n = rl_config_restart_sections(base, loaded, names, max);
+    rl_config_destroy(loaded);
+    return n;
+}
+
+static void test_restart_sections_name_what_a_reload_cannot_apply(void **state)
+{
+    (void)state;
+    static const char base_yaml[] = "listen: [{port: 8080, tls: {certificate: c.pem, key: k.pem}}]\n"
+                                    "backend: {type: memcached, servers: ['10.0.0.1:11211'], timeout_ms: 20}\n"
+                                    "limits: {default: 10}\n";
+    char *errors = NULL;
+    rl_config_t *base = parse(base_yaml, &errors);
+    assert_non_null(base);
+    const char *names[8];
+
+    assert_int_equal(changed_sections(base, base_yaml, names, 8), 0);
+    /* limits are what a reload applies: never named */
+    assert_int_equal(changed_sections(base,
+                                      "listen: [{port: 8080, tls: {certificate: c.pem, key: k.pem}}]\n"
+                                      "backend: {type: memcached, servers: ['10.0.0.1:11211'], timeout_ms: 20}\n"
+                                      "limits: {default: 99, tiers: {gold: 5}, keys: {k1: gold}}\n",
+                                      names, 8),
+                     0);
+    assert_int_equal(changed_sections(base,
+                                      "listen: [{port: 8080, tls: {certificate: c.pem, key: other.pem}}]\n"
+                                      "backend: {type: memcached, servers: ['10.0.0.1:11211:2'], timeout_ms: 20}\n",
+                                      names, 8),
+                     2);
+    assert_string_equal(names[0], "listen");
+    assert_string_equal(names[1], "backend");
+    assert_int_equal(changed_sections(base,
+                                      "listen: [{port: 8080, tls: {certificate: c.pem, key: k.pem}}]\n"
+                                      "threads: 2\napi_key_header: X-Key\nlog_level: debug\n"
+                                      "backend: {type: memcached, servers: ['10.0.0.1:11211'], timeout_ms: 21}\n"
+                                      "server: {idle_timeout_ms: 500}\nshutdown_grace_ms: 1\n",
+                                      names, 8),
+                     6);
+    const char *all[] = {"threads", "api_key_header", "backend", "server", "log_level", "shutdown_grace_ms"};
+    for (size_t i = 0; i < 6; ++i)
+        assert_string_equal(names[i], all[i]);
+    /* at most max_names are written */
+    assert_int_equal(changed_sections(base, "listen: [{port: 9090}]\nthreads: 2\n", names, 1), 1);
+    assert_string_equal(names[0], "listen");
+    rl_config_destroy(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -686,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_load_reads_a_file_and_reports_its_name),
         cmocka_unit_test(test_shipped_configs_load_without_errors),
         cmocka_unit_test(test_parse_accepts_null_name_and_buffer),
+        cmocka_unit_test(test_restart_sections_name_what_a_reload_cannot_apply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
