@@ -245,6 +245,7 @@ static void schedule_reconnect(rl_mc_node_t *node)
 /* Closes the connection after a failure already counted, ejects at the limit, fails the FIFO. */
 static void drop_connection(rl_mc_node_t *node, int cause)
 {
+    node->streak_dropped = true;
     close_socket(node);
     if (!node->ejected && node->consecutive_failures >= store_of(node)->failure_limit)
         eject(node);
@@ -313,15 +314,20 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
 
 /*
  * A probe (`mn`) proves the node answers, which re-admits an ejected node; only an increment
- * proves it counts. So only increments reset the failure streak: a node that answers `mn` but
- * garbles `ma` is ejected again on its first bad increment instead of flapping forever.
+ * proves it counts. So a probe ends a streak of timeouts only (a stall is over once the node
+ * answers; otherwise late probes on an idle connection, hours apart, would add up to an
+ * ejection), never one in which the connection was dropped (garbage, a close) and so never one
+ * that ejected the node: a node that answers `mn` but garbles `ma` reaches failure_limit, and is
+ * ejected again on its first bad increment after re-admission, instead of flapping forever.
  */
 static void on_success(rl_mc_node_t *node, bool is_probe)
 {
-    if (!is_probe) {
+    if (!is_probe || !node->streak_dropped) {
         node->consecutive_failures = 0;
         node->backoff_level = 0;
     }
+    if (!is_probe)
+        node->streak_dropped = false;
     bool was_healthy = node->healthy;
     node->healthy = true;
     if (!was_healthy && !node->ejected && node->thread->metrics != NULL)

@@ -20,10 +20,16 @@ struct st_rl_ring_t {
     size_t num_live;
 };
 
-static bool any_weighted(const rl_node_config_t *nodes, size_t num_nodes, const bool *live)
+/*
+ * Over every configured node, live or not: the pool's mode is configuration, as it is for a
+ * libmemcached client, whose weighted flag stays set when it ejects a server. Deciding it over
+ * the live nodes would switch the whole ring to the unweighted hash when the only weighted node
+ * is ejected, and move about half of the surviving nodes' keys with it.
+ */
+static bool any_weighted(const rl_node_config_t *nodes, size_t num_nodes)
 {
     for (size_t i = 0; i != num_nodes; ++i)
-        if ((live == NULL || live[i]) && nodes[i].weight != 1)
+        if (nodes[i].weight != 1)
             return true;
     return false;
 }
@@ -38,7 +44,7 @@ static memcached_st *configure(const rl_node_config_t *nodes, size_t num_nodes, 
     if (memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA) !=
         MEMCACHED_SUCCESS)
         goto Error;
-    if (any_weighted(nodes, num_nodes, live) &&
+    if (any_weighted(nodes, num_nodes) &&
         memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1) != MEMCACHED_SUCCESS)
         goto Error;
     size_t position = 0;

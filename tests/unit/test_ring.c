@@ -151,6 +151,37 @@ static void test_removing_one_of_three_moves_only_its_keys(void **state)
     rl_ring_destroy(without);
 }
 
+/* Ejecting the only node whose weight is not 1 keeps the ring weighted, as a libmemcached client
+ * that ejects a server keeps its weighted flag: the survivors keep nearly all their keys. */
+static void test_ejecting_the_weighted_node_keeps_the_weighted_ring(void **state)
+{
+    (void)state;
+    char n0[] = "10.0.0.1:11211", n1[] = "10.0.0.2:11211", n2[] = "10.0.0.3:11211";
+    rl_node_config_t nodes[] = {node("10.0.0.1", 11211, 1, n0), node("10.0.0.2", 11211, 1, n1),
+                                node("10.0.0.3", 11211, 2, n2)};
+    bool live[] = {true, true, false};
+    assert_ring_matches(nodes, 3, live, "10.0.0.1:11211:1,10.0.0.2:11211:1", true);
+    rl_ring_t *all = rl_ring_create(nodes, 3, NULL);
+    rl_ring_t *without = rl_ring_create(nodes, 3, live);
+    assert_non_null(all);
+    assert_non_null(without);
+    size_t survivors = 0, moved = 0;
+    for (size_t i = 0; i != NUM_KEYS; ++i) {
+        int before = rl_ring_lookup(all, keys[i], key_lens[i]);
+        if (before == 2)
+            continue;
+        ++survivors;
+        moved += rl_ring_lookup(without, keys[i], key_lens[i]) != before;
+    }
+    printf("ejecting the weight-2 node moved %zu of the survivors' %zu keys\n", moved, survivors);
+    /* weighted ketama recomputes each survivor's number of points from its share of the live
+     * weight, so a few keys change survivor; the switch to the unweighted hash moved about half */
+    assert_true(survivors > NUM_KEYS / 3);
+    assert_true(moved < survivors / 10);
+    rl_ring_destroy(all);
+    rl_ring_destroy(without);
+}
+
 static void test_no_live_node_maps_to_minus_one(void **state)
 {
     (void)state;
@@ -190,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_weighted_nodes_match_libmemcached_on_100000_keys),
         cmocka_unit_test(test_ejected_node_ring_matches_libmemcached_without_it),
         cmocka_unit_test(test_removing_one_of_three_moves_only_its_keys),
+        cmocka_unit_test(test_ejecting_the_weighted_node_keeps_the_weighted_ring),
         cmocka_unit_test(test_no_live_node_maps_to_minus_one),
         cmocka_unit_test(test_single_live_node_gets_every_key),
     };

@@ -7,7 +7,9 @@
 #define _GNU_SOURCE /* memmem */
 #include "store_memcached_fixture.h"
 
-typedef enum { FAKE_GOOD = 0, FAKE_GARBAGE, FAKE_TRUNCATE, FAKE_SILENT } fake_mode_t;
+typedef enum { FAKE_GOOD = 0, FAKE_GARBAGE, FAKE_TRUNCATE, FAKE_SILENT, FAKE_LATE } fake_mode_t;
+
+#define FAKE_LATE_MS 120
 
 typedef struct st_fake_t {
     h2o_socket_t *listener;
@@ -18,7 +20,21 @@ typedef struct st_fake_t {
     size_t out_len;
     bool close_after_write;
     size_t accepted;
+    h2o_loop_t *loop;
+    h2o_timeout_t late_timeout; /* FAKE_LATE: good answers, FAKE_LATE_MS after the request */
+    h2o_timeout_entry_t late_entry;
 } fake_t;
+
+static void fake_on_write(h2o_socket_t *sock, const char *err);
+
+static void fake_send_late(h2o_timeout_entry_t *entry)
+{
+    fake_t *fake = H2O_STRUCT_FROM_MEMBER(fake_t, late_entry, entry);
+    if (fake->conn == NULL)
+        return;
+    h2o_iovec_t buf = h2o_iovec_init(fake->out, fake->out_len);
+    h2o_socket_write(fake->conn, &buf, 1, fake_on_write);
+}
 
 static void fake_on_write(h2o_socket_t *sock, const char *err)
 {
@@ -81,6 +97,13 @@ static void fake_on_read(h2o_socket_t *sock, const char *err)
         break;
     case FAKE_SILENT:
         break;
+    case FAKE_LATE:
+        /* one answer in flight at a time is all the tests need (idle probes) */
+        if (!h2o_timeout_is_linked(&fake->late_entry)) {
+            fake->out_len = fake_answer(fake, sock->input, &consumed);
+            h2o_timeout_link(fake->loop, &fake->late_timeout, &fake->late_entry);
+        }
+        break;
     }
     h2o_buffer_consume(&sock->input, consumed);
     if (len != 0) {
@@ -118,6 +141,9 @@ static void fake_start(fake_t *fake, h2o_loop_t *loop)
     assert_int_equal(listen(fd, 16), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
     fake->port = ntohs(sin.sin_port);
+    fake->loop = loop;
+    h2o_timeout_init(loop, &fake->late_timeout, FAKE_LATE_MS);
+    fake->late_entry.cb = fake_send_late;
     fake->listener = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     fake->listener->data = fake;
     h2o_socket_read_start(fake->listener, fake_on_accept);
@@ -130,6 +156,8 @@ static void fake_stop(fake_t *fake)
     if (fake->listener != NULL)
         h2o_socket_close(fake->listener);
     fake->conn = fake->listener = NULL;
+    h2o_timeout_unlink(&fake->late_entry);
+    h2o_timeout_dispose(fake->loop, &fake->late_timeout);
 }
 
 typedef struct st_node_cond_t {
@@ -281,6 +309,32 @@ static void test_idle_probe_detects_a_stalled_node_without_traffic(void **state)
     fixture_dispose(&f);
 }
 
+/* Idle probes answered late (over timeout_ms) each count a failure, but the late answer proves
+ * the node answers and ends the streak: isolated late probes never add up to an ejection. */
+static void test_late_idle_probes_do_not_add_up_to_an_ejection(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fake_t fake;
+    start_on_fake(&f, &fake);
+    f.config.backend.timeout_ms = 50;
+    f.config.backend.failure_limit = 2;
+    start_and_wait_ready(&f);
+    rl_mc_node_stats_t before = stats_of(&f, 0);
+    fake.mode = FAKE_LATE;
+    uint64_t started = now_ms();
+    while (stats_of(&f, 0).failures < before.failures + 3 && now_ms() - started < 8000)
+        run_for(f.loop, 50);
+    run_for(f.loop, FAKE_LATE_MS);
+    rl_mc_node_stats_t after = stats_of(&f, 0);
+    assert_true(after.failures >= before.failures + 3); /* three probes timed out ... */
+    assert_int_equal(after.ejections, 0);                 /* ... yet none followed another */
+    assert_false(after.ejected);
+    assert_int_equal(after.consecutive_failures, 0);
+    fake_stop(&fake);
+    fixture_dispose(&f);
+}
+
 static void test_unreachable_node_is_ejected_and_fails_synchronously(void **state)
 {
     (void)state;
@@ -375,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_silent_node_times_out_and_is_not_ready),
         cmocka_unit_test(test_a_short_stall_is_one_failure_and_a_long_one_ejects),
         cmocka_unit_test(test_idle_probe_detects_a_stalled_node_without_traffic),
+        cmocka_unit_test(test_late_idle_probes_do_not_add_up_to_an_ejection),
         cmocka_unit_test(test_unreachable_node_is_ejected_and_fails_synchronously),
         cmocka_unit_test(test_ejection_moves_only_its_keys_and_readmission_brings_them_back),
     };
