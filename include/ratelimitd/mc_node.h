@@ -80,7 +80,7 @@ struct st_rl_mc_node_t {
     h2o_timeout_entry_t connect_entry;   /* connect deadline while CONNECTING */
     uint32_t backoff_level;
     uint32_t consecutive_failures;
-    bool streak_dropped; /* a failure of the current streak closed the connection */
+    bool streak_dropped;              /* a failure of the current streak closed the connection */
     uint64_t last_timeout_failure_ms; /* loop time of the last timeout counted as a failure */
     uint64_t last_reply_usec;         /* rl_mc_now_usec() of the last matched reply, 0 before any */
     bool ejected;

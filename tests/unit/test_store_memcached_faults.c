@@ -328,7 +328,7 @@ static void test_late_idle_probes_do_not_add_up_to_an_ejection(void **state)
     run_for(f.loop, FAKE_LATE_MS);
     rl_mc_node_stats_t after = stats_of(&f, 0);
     assert_true(after.failures >= before.failures + 3); /* three probes timed out ... */
-    assert_int_equal(after.ejections, 0);                 /* ... yet none followed another */
+    assert_int_equal(after.ejections, 0);               /* ... yet none followed another */
     assert_false(after.ejected);
     assert_int_equal(after.consecutive_failures, 0);
     fake_stop(&fake);
