@@ -151,7 +151,15 @@ void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t
     if (set->ways[victim].window > window)
         return;
     if (set->ways[victim].window == window) {
-        victim = set->next_victim;
+        /* no older way to reuse: rotate over the ways of this same window only (the oldest is
+         * one of them), since the others hold newer windows */
+        for (size_t i = 0; i != RL_DENY_CACHE_WAYS; ++i) {
+            size_t w = (set->next_victim + i) % RL_DENY_CACHE_WAYS;
+            if (set->ways[w].window == window) {
+                victim = w;
+                break;
+            }
+        }
         set->next_victim = (uint8_t)((victim + 1) % RL_DENY_CACHE_WAYS);
     }
     set->ways[victim].hash = *hash;

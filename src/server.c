@@ -505,6 +505,15 @@ static int worker_setup(rl_worker_t *worker)
     rl_server_t *server = worker->server;
     size_t n = server->config->num_listen;
     h2o_context_init(&worker->ctx, h2o_evloop_create(), &server->globalconf);
+    /* First what worker_teardown and the main thread's messages rely on (h2o allocates these or
+     * aborts), so that a thread whose setup fails below still tears down and stops cleanly. */
+    worker->queue = h2o_multithread_create_queue(worker->ctx.loop);
+    h2o_multithread_register_receiver(worker->queue, &worker->receiver, on_message);
+    h2o_timeout_init(worker->ctx.loop, &worker->drain_timeout, RL_DRAIN_POLL_MS);
+    worker->drain_entry = (h2o_timeout_entry_t){.cb = on_drain_tick};
+    h2o_timeout_init(worker->ctx.loop, &worker->accept_pause_timeout, RL_ACCEPT_PAUSE_MS);
+    worker->accept_pause_entry = (h2o_timeout_entry_t){.cb = on_accept_pause_over};
+    h2o_linklist_init_anchor(&worker->connection_list);
     worker->metrics = rl_metrics_thread(server->metrics, worker->index);
     worker->deny_cache = rl_deny_cache_create(RL_DENY_CACHE_SLOTS);
     worker->store = rl_store_thread_create(server->store, worker->ctx.loop, worker->metrics);
@@ -512,14 +521,7 @@ static int worker_setup(rl_worker_t *worker)
     worker->listeners = calloc(n, sizeof(h2o_socket_t *));
     if (worker->deny_cache == NULL || worker->store == NULL || worker->accept_ctxs == NULL || worker->listeners == NULL)
         return RL_ERR_NOMEM;
-    worker->queue = h2o_multithread_create_queue(worker->ctx.loop);
-    h2o_multithread_register_receiver(worker->queue, &worker->receiver, on_message);
-    h2o_timeout_init(worker->ctx.loop, &worker->drain_timeout, RL_DRAIN_POLL_MS);
-    worker->drain_entry = (h2o_timeout_entry_t){.cb = on_drain_tick};
-    h2o_timeout_init(worker->ctx.loop, &worker->accept_pause_timeout, RL_ACCEPT_PAUSE_MS);
-    worker->accept_pause_entry = (h2o_timeout_entry_t){.cb = on_accept_pause_over};
     worker->num_listeners = n;
-    h2o_linklist_init_anchor(&worker->connection_list);
     for (size_t l = 0; l < n; ++l) {
         h2o_accept_ctx_t *accept_ctx = &worker->accept_ctxs[l];
         accept_ctx->ctx = &worker->ctx;
@@ -568,10 +570,12 @@ static void worker_teardown(rl_worker_t *worker)
 static void *worker_main(void *arg)
 {
     rl_worker_t *worker = arg;
+    /* A thread whose setup failed still runs its (listener-less) loop: start-up then fails and
+     * the main thread's shutdown message stops it like the others, so no message is ever sent
+     * to a queue that its thread has already destroyed. */
     if (worker_setup(worker) != RL_OK) {
         rl_log_error("server", "thread %zu: cannot set up its loop (out of memory)", worker->index);
         atomic_fetch_add(&worker->server->setup_failures, 1);
-        worker->stopped = true;
     }
     pthread_barrier_wait(&worker->server->started);
     while (!worker->stopped)

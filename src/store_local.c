@@ -139,6 +139,9 @@ static rl_store_thread_t *thread_create(rl_store_t *store, h2o_loop_t *loop, rl_
         return NULL;
     thread->super.store = store;
     thread->metrics = metrics;
+    /* the in-process store is always there; an unknown state would read as down */
+    if (metrics != NULL)
+        rl_metrics_set_node_up(metrics, 0, true);
     return &thread->super;
 }
 

@@ -28,6 +28,11 @@ class LimitApiTest(h.RLTestCase):
         self.c = self.d.client()
         self.addCleanup(self.c.close)
 
+    def test_local_store_reports_its_node_up(self):
+        """An alert on ratelimitd_backend_node_up == 0 must not fire for the in-process store."""
+        m = self.d.metrics()
+        self.assertEqual(m.get("ratelimitd_backend_node_up", None, node="local"), 1, m.find("ratelimitd_backend_node_up"))
+
     def burst(self, n, key_prefix="k", method="GET"):
         """n requests for a fresh key, all inside one window (retries on a boundary crossing).
         Returns (key, [Response])."""

@@ -191,6 +191,32 @@ static void test_deny_cache_reuses_past_windows_before_evicting(void **state)
     rl_deny_cache_destroy(cache);
 }
 
+/* A late denial whose window is the set's oldest rotates over that window's ways only: the
+ * round-robin pointer, left on a way that now holds a newer window, must not evict it. */
+static void test_deny_cache_late_denial_never_evicts_a_newer_window(void **state)
+{
+    (void)state;
+    rl_deny_cache_t *cache = rl_deny_cache_create(64);
+    assert_non_null(cache);
+    rl_keyhash_t fill[5], x = hash_of(7, 200), newer[3], late = hash_of(7, 300);
+    for (uint64_t i = 0; i != 5; ++i)
+        fill[i] = hash_of(7, i); /* five in one 4-way set: the round-robin pointer moves to way 1 */
+    for (uint64_t i = 0; i != 3; ++i)
+        newer[i] = hash_of(7, 100 + i);
+    for (size_t i = 0; i != 5; ++i)
+        rl_deny_cache_add(cache, &fill[i], WINDOW - 1);
+    rl_deny_cache_add(cache, &x, WINDOW);
+    for (size_t i = 0; i != 3; ++i)
+        rl_deny_cache_add(cache, &newer[i], WINDOW + 1);
+    /* the set: x @WINDOW and three @WINDOW+1; a late denial @WINDOW may only replace x */
+    rl_deny_cache_add(cache, &late, WINDOW);
+    assert_true(rl_deny_cache_contains(cache, &late, WINDOW));
+    assert_false(rl_deny_cache_contains(cache, &x, WINDOW));
+    for (size_t i = 0; i != 3; ++i)
+        assert_true(rl_deny_cache_contains(cache, &newer[i], WINDOW + 1));
+    rl_deny_cache_destroy(cache);
+}
+
 /* The "nothing denied in this window yet" shortcut must not hide a late request's older window. */
 static void test_deny_cache_shortcut_keeps_older_windows_visible(void **state)
 {
@@ -245,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_deny_cache_full_set_evicts_round_robin),
         cmocka_unit_test(test_deny_cache_reuses_past_windows_before_evicting),
         cmocka_unit_test(test_deny_cache_rounds_slots_up_to_power_of_two),
+        cmocka_unit_test(test_deny_cache_late_denial_never_evicts_a_newer_window),
         cmocka_unit_test(test_deny_cache_shortcut_keeps_older_windows_visible),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
