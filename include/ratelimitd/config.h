@@ -101,7 +101,6 @@ rl_config_t *rl_config_load(const char *path, char **errors);
  */
 rl_config_t *rl_config_parse(const char *name, const char *yaml, size_t len, char **errors);
 
-/* Frees a config; accepts NULL. */
 /*
  * Names the top-level sections other than `limits` whose values differ between the running
  * config and a freshly loaded one, in file order, at most `max_names` of them (7 exist). A
@@ -110,6 +109,7 @@ rl_config_t *rl_config_parse(const char *name, const char *yaml, size_t len, cha
 size_t rl_config_restart_sections(const rl_config_t *running, const rl_config_t *loaded, const char **names,
                                   size_t max_names);
 
+/* Frees a config; accepts NULL. */
 void rl_config_destroy(rl_config_t *config);
 
 #endif
