@@ -153,10 +153,13 @@ static const char *check_not_empty(char *value)
 /* Listeners bind literal addresses: a DNS lookup at start-up would make the bind depend on a resolver. */
 static const char *check_ip_address(char *value)
 {
-    unsigned char addr[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, value, addr) == 1 || inet_pton(AF_INET6, value, addr) == 1)
+    struct in6_addr addr;
+    if (inet_pton(AF_INET, value, &addr) == 1)
         return NULL;
-    return "must be an IPv4 or IPv6 address (no host names, no brackets)";
+    if (inet_pton(AF_INET6, value, &addr) != 1)
+        return "must be an IPv4 or IPv6 address (no host names, no brackets)";
+    /* IPv6 listeners are IPv6-only, where a mapped IPv4 address cannot be bound */
+    return IN6_IS_ADDR_V4MAPPED(&addr) ? "must be written as an IPv4 address, not IPv4-mapped IPv6" : NULL;
 }
 
 static const char *check_header_name(char *value)
@@ -195,17 +198,27 @@ static const char *check_log_level(char *value)
     return rl_log_parse_level(value, &level) == RL_OK ? NULL : "must be one of debug, info, warn, error";
 }
 
-/* Two listeners on one address:port would fail at bind time, long after --check-config said ok. */
+/*
+ * Two listeners on one address:port, or on one port where either address is the wildcard of
+ * their family (0.0.0.0 or ::, which takes every address), would fail at bind time, long after
+ * --check-config said ok. Returns 0, 1 for the same address or 2 for an overlap by wildcard.
+ */
 static int same_endpoint(const rl_listen_config_t *a, const rl_listen_config_t *b)
 {
+    static const unsigned char any[sizeof(struct in6_addr)] = {0};
     unsigned char x[sizeof(struct in6_addr)] = {0}, y[sizeof(struct in6_addr)] = {0};
+    size_t len;
     if (a->port != b->port || a->address == NULL || b->address == NULL)
         return 0;
-    if (inet_pton(AF_INET, a->address, x) == 1)
-        return inet_pton(AF_INET, b->address, y) == 1 && memcmp(x, y, 4) == 0;
-    if (inet_pton(AF_INET6, a->address, x) == 1)
-        return inet_pton(AF_INET6, b->address, y) == 1 && memcmp(x, y, sizeof(x)) == 0;
-    return 0;
+    if (inet_pton(AF_INET, a->address, x) == 1 && inet_pton(AF_INET, b->address, y) == 1)
+        len = 4;
+    else if (inet_pton(AF_INET6, a->address, x) == 1 && inet_pton(AF_INET6, b->address, y) == 1)
+        len = sizeof(struct in6_addr);
+    else
+        return 0;
+    if (memcmp(x, y, len) == 0)
+        return 1;
+    return memcmp(x, any, len) == 0 || memcmp(y, any, len) == 0 ? 2 : 0;
 }
 
 static void set_listen(rl_cfg_parser_t *parser, const yaml_node_t *node, const rl_cfg_path_t *path, void *base)
@@ -224,6 +237,8 @@ static void set_listen(rl_cfg_parser_t *parser, const yaml_node_t *node, const r
         return;
     }
     config->num_listen = n;
+    /* listeners whose address and port parsed; others hold defaults that must not be compared */
+    unsigned char clean[RL_CONFIG_MAX_LISTENERS] = {0};
     for (size_t i = 0; i < n; ++i) {
         rl_listen_config_t *listen = &config->listen[i];
         const yaml_node_t *item = yaml_document_get_node(&parser->doc, node->data.sequence.items.start[i]);
@@ -231,12 +246,21 @@ static void set_listen(rl_cfg_parser_t *parser, const yaml_node_t *node, const r
         rl_cfg_apply_defaults(parser, listen_table, listen);
         if (item == NULL || !rl_cfg_expect(&parser->errors, item, &at, YAML_MAPPING_NODE, "a mapping"))
             continue;
+        size_t errors_before = parser->errors.count;
         rl_cfg_apply_table(parser, listen_table, item, &at, listen);
+        if (parser->errors.count != errors_before)
+            continue;
+        clean[i] = 1;
         for (size_t j = 0; j < i; ++j) {
-            if (same_endpoint(&config->listen[j], listen)) {
+            if (!clean[j])
+                continue;
+            int clash = same_endpoint(&config->listen[j], listen);
+            if (clash != 0) {
                 int ipv6 = strchr(listen->address, ':') != NULL;
-                rl_cfg_error(&parser->errors, item->start_mark, &at, "duplicate listener %s%s%s:%u (also listen[%zu])",
-                             ipv6 ? "[" : "", listen->address, ipv6 ? "]" : "", listen->port, j);
+                rl_cfg_error(&parser->errors, item->start_mark, &at, "%s listener %s%s%s:%u (%s listen[%zu]%s)",
+                             clash == 1 ? "duplicate" : "overlapping", ipv6 ? "[" : "", listen->address,
+                             ipv6 ? "]" : "", listen->port, clash == 1 ? "also" : "same port as", j,
+                             clash == 1 ? "" : ", and one of the two is a wildcard address");
                 break;
             }
         }
@@ -434,8 +458,9 @@ static int compare_tier_names(const void *a, const void *b)
     return strcmp((*(const rl_tier_config_t *const *)a)->name, (*(const rl_tier_config_t *const *)b)->name);
 }
 
+/* `tiers` is the limits.tiers node as written: a tier there that was rejected is not unknown. */
 static void add_key(rl_cfg_parser_t *parser, const yaml_node_t *key, const yaml_node_t *value,
-                    rl_tier_config_t **by_name, const rl_cfg_path_t *path)
+                    rl_tier_config_t **by_name, const yaml_node_t *tiers, const rl_cfg_path_t *path)
 {
     rl_config_t *config = parser->config;
     /* the key itself is a secret: its line and column identify it, the message never quotes it */
@@ -451,7 +476,9 @@ static void add_key(rl_cfg_parser_t *parser, const yaml_node_t *key, const yaml_
     rl_tier_config_t **found = config->limits.num_tiers == 0 ? NULL
                                                              : bsearch(&probe_ptr, by_name, config->limits.num_tiers,
                                                                        sizeof(*by_name), compare_tier_names);
-    if (found == NULL) {
+    if (found == NULL && rl_cfg_find_value(parser, tiers, tier_name) != NULL) {
+        /* the tier's own error is reported already; a second one here would blame the key */
+    } else if (found == NULL) {
         rl_cfg_excerpt_t name;
         rl_cfg_error(&parser->errors, value->start_mark, path, "unknown tier \"%s\" (not in limits.tiers)",
                      rl_cfg_excerpt(&name, tier_name, strlen(tier_name)));
@@ -464,7 +491,7 @@ static void add_key(rl_cfg_parser_t *parser, const yaml_node_t *key, const yaml_
     free(tier_name);
 }
 
-static void build_keys(rl_cfg_parser_t *parser, const yaml_node_t *node)
+static void build_keys(rl_cfg_parser_t *parser, const yaml_node_t *node, const yaml_node_t *tiers)
 {
     static const rl_cfg_path_t limits = {.name = "limits", .name_len = 6};
     static const rl_cfg_path_t path = {.parent = &limits, .name = "keys", .name_len = 4};
@@ -485,7 +512,7 @@ static void build_keys(rl_cfg_parser_t *parser, const yaml_node_t *node)
         const yaml_node_t *key = yaml_document_get_node(&parser->doc, node->data.mapping.pairs.start[i].key);
         const yaml_node_t *value = yaml_document_get_node(&parser->doc, node->data.mapping.pairs.start[i].value);
         if ((skip == NULL || !skip[i]) && key != NULL && value != NULL)
-            add_key(parser, key, value, by_name, &path);
+            add_key(parser, key, value, by_name, tiers, &path);
     }
 Exit:
     free(skip);
@@ -495,9 +522,10 @@ Exit:
 static void check_meaning(rl_cfg_parser_t *parser, const yaml_node_t *root)
 {
     rl_config_t *config = parser->config;
-    const yaml_node_t *keys = rl_cfg_find_value(parser, rl_cfg_find_value(parser, root, "limits"), "keys");
+    const yaml_node_t *limits = rl_cfg_find_value(parser, root, "limits");
+    const yaml_node_t *keys = rl_cfg_find_value(parser, limits, "keys");
     if (keys != NULL && keys->type == YAML_MAPPING_NODE)
-        build_keys(parser, keys);
+        build_keys(parser, keys, rl_cfg_find_value(parser, limits, "tiers"));
 
     const yaml_node_t *backend = rl_cfg_find_value(parser, root, "backend");
     const yaml_node_t *servers = rl_cfg_find_value(parser, backend, "servers");

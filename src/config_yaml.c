@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,7 +148,9 @@ void rl_cfg_errors_dispose(rl_cfg_errors_t *errors)
 static yaml_mark_t mark_at_offset(const char *yaml, size_t len, size_t offset)
 {
     yaml_mark_t mark = {0};
-    for (size_t i = 0; i < offset && i < len; ++i) {
+    /* libyaml's marks do not count a UTF-8 byte order mark */
+    size_t start = len >= 3 && memcmp(yaml, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    for (size_t i = start; i < offset && i < len; ++i) {
         if (yaml[i] == '\n') {
             ++mark.line;
             mark.column = 0;
@@ -180,11 +183,56 @@ static void report_syntax(rl_cfg_errors_t *errors, const yaml_parser_t *parser, 
     }
 }
 
+/*
+ * Aliases and tags are refused before the document is built. libyaml's loader resolves an alias
+ * to the anchored node, so every later message about the value would point at the anchor, not
+ * at the line that uses it; and a tag (!!float, !!binary) would be silently ignored, since the
+ * schema reads every scalar as plain text. Neither has a use in a configuration this flat.
+ * Syntax errors are left to the loader, which reports them.
+ */
+static void refuse_aliases_and_tags(rl_cfg_errors_t *errors, const char *yaml, size_t len)
+{
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) {
+        errors->nomem = 1;
+        return;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+    for (;;) {
+        yaml_event_t event;
+        if (!yaml_parser_parse(&parser, &event))
+            break;
+        const yaml_char_t *tag = NULL;
+        if (event.type == YAML_ALIAS_EVENT)
+            rl_cfg_error(errors, event.start_mark, NULL, "aliases (*%.64s) are not supported; write the value out",
+                         (const char *)event.data.alias.anchor);
+        else if (event.type == YAML_SCALAR_EVENT)
+            tag = event.data.scalar.tag;
+        else if (event.type == YAML_SEQUENCE_START_EVENT)
+            tag = event.data.sequence_start.tag;
+        else if (event.type == YAML_MAPPING_START_EVENT)
+            tag = event.data.mapping_start.tag;
+        if (tag != NULL)
+            rl_cfg_error(errors, event.start_mark, NULL, "YAML tags (%.64s) are not supported", (const char *)tag);
+        bool end = event.type == YAML_STREAM_END_EVENT;
+        yaml_event_delete(&event);
+        if (end)
+            break;
+    }
+    yaml_parser_delete(&parser);
+}
+
 int rl_cfg_load_document(rl_cfg_errors_t *errors, const char *yaml, size_t len, yaml_document_t *doc)
 {
     int ret = RL_ERR_CONFIG;
     yaml_parser_t parser;
     memset(doc, 0, sizeof(*doc));
+    size_t errors_before = errors->count;
+    refuse_aliases_and_tags(errors, yaml, len);
+    if (errors->nomem)
+        return RL_ERR_NOMEM;
+    if (errors->count != errors_before)
+        return RL_ERR_CONFIG;
     if (!yaml_parser_initialize(&parser)) {
         errors->nomem = 1;
         return RL_ERR_NOMEM;

@@ -43,7 +43,6 @@ struct st_rl_metrics_thread_t {
     _Atomic uint64_t accept_pauses;
     _Atomic uint64_t latency_buckets[RL_LATENCY_BUCKETS]; /* not cumulative; summed at render */
     _Atomic uint64_t latency_sum_usec;
-    _Atomic uint64_t latency_count;
     rl_node_counters_t *nodes;
 };
 
@@ -171,7 +170,6 @@ void rl_metrics_observe_backend_latency(rl_metrics_thread_t *mt, uint64_t usec)
         ++bucket;
     bump(&mt->latency_buckets[bucket], 1);
     bump(&mt->latency_sum_usec, usec);
-    bump(&mt->latency_count, 1);
 }
 
 static int reason_of(int error)
@@ -339,8 +337,9 @@ static void render_latency(rl_metrics_t *m, rl_text_t *out)
     }
     text_printf(out, "ratelimitd_backend_request_duration_seconds_sum %.6f\n",
                 (double)sum_thread_counter(m, offsetof(rl_metrics_thread_t, latency_sum_usec)) / 1e6);
-    text_printf(out, "ratelimitd_backend_request_duration_seconds_count %llu\n",
-                (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, latency_count)));
+    /* the +Inf bucket's total, not a counter of its own: one read, so a scrape racing an
+     * observation can never show a _count that differs from le="+Inf" */
+    text_printf(out, "ratelimitd_backend_request_duration_seconds_count %llu\n", (unsigned long long)cumulative);
 }
 
 static void render_node_counter(rl_metrics_t *m, rl_text_t *out, const char *name, const char *help, size_t offset)

@@ -284,7 +284,29 @@ static void test_yaml_syntax_error_reports_libyaml_mark(void **state)
     (void)state;
     assert_single_error("threads: 1\nlimits: {default: 1\n", "conf/t.yaml:3:1: YAML syntax error:");
     assert_single_error("threads: 1\n  bad: [\n", "conf/t.yaml:2:6: YAML syntax error:");
-    assert_single_error("a: *nowhere\n", "conf/t.yaml:1:4: YAML syntax error: found undefined alias");
+}
+
+/* libyaml resolves an alias to its anchor's node, so a message about the value would point at
+ * the anchor; aliases are refused where they are used instead, and tags (which the schema would
+ * silently ignore) where they are written. */
+static void test_aliases_and_tags_are_refused_where_written(void **state)
+{
+    (void)state;
+    assert_single_error("a: *nowhere\n", "conf/t.yaml:1:4: aliases (*nowhere) are not supported");
+    assert_single_error("threads: &n 0\nserver:\n  max_connections: *n\n",
+                        "conf/t.yaml:3:20: aliases (*n) are not supported; write the value out");
+    assert_single_error("threads: !!float 4\n",
+                        "conf/t.yaml:1:10: YAML tags (tag:yaml.org,2002:float) are not supported");
+    assert_single_error("threads: !!str 4\n", "conf/t.yaml:1:10: YAML tags (tag:yaml.org,2002:str) are not supported");
+    assert_single_error("listen: !!set [{port: 8080}]\n", "conf/t.yaml:1:9: YAML tags (tag:yaml.org,2002:set)");
+    assert_single_error("backend: {type: local, key_hash_secret: !!binary aGVsbG8=}\n",
+                        "conf/t.yaml:1:41: YAML tags (tag:yaml.org,2002:binary)");
+    /* an anchor that nothing refers to changes nothing */
+    char *errors = NULL;
+    rl_config_t *config = parse("threads: &n 3\n", &errors);
+    assert_non_null(config);
+    assert_int_equal(config->threads, 3);
+    rl_config_destroy(config);
 }
 
 static void test_invalid_utf8_is_a_syntax_error_with_position(void **state)
@@ -293,6 +315,8 @@ static void test_invalid_utf8_is_a_syntax_error_with_position(void **state)
     assert_single_error("threads: 1\nlog_level: \xff\n", "conf/t.yaml:2:12: YAML syntax error:");
     /* columns count characters, as libyaml's own marks and editors do: "é" is one column */
     assert_single_error("threads: 1\nlog_level: \"\xc3\xa9\xc3\xa9\xff\"\n", "conf/t.yaml:2:15: YAML syntax error:");
+    /* nor does a byte order mark, which libyaml's marks skip too */
+    assert_single_error("\xef\xbb\xbfthreads: 1\x01\n", "conf/t.yaml:1:11: YAML syntax error:");
     char *errors;
     const char yaml[] = "threads: 1\0\n";
     assert_null(rl_config_parse("conf/t.yaml", yaml, sizeof(yaml) - 1, &errors));
@@ -539,6 +563,42 @@ static void test_duplicate_listen_address_and_port_is_an_error(void **state)
                         "conf/t.yaml:4:5: listen[2]: duplicate listener [0:0::1]:80 (also listen[0])");
     assert_single_error("listen:\n  - port: 80\n  - port: 80\n    tls: {certificate: c, key: k}\n",
                         "conf/t.yaml:3:5: listen[1]: duplicate listener 0.0.0.0:80");
+    /* a wildcard takes every address of its family, so binding both would fail at start */
+    assert_single_error("listen:\n  - {address: 0.0.0.0, port: 80}\n  - {address: 127.0.0.1, port: 80}\n",
+                        "conf/t.yaml:3:5: listen[1]: overlapping listener 127.0.0.1:80 (same port as listen[0], and "
+                        "one of the two is a wildcard address)");
+    assert_single_error("listen:\n  - {address: \"::1\", port: 80}\n  - {address: \"::\", port: 80}\n",
+                        "conf/t.yaml:3:5: listen[1]: overlapping listener [::]:80");
+    /* different families do not clash: IPv6 listeners are IPv6-only */
+    char *errors = NULL;
+    rl_config_t *config =
+        parse("listen:\n  - {address: 0.0.0.0, port: 80}\n  - {address: \"::\", port: 80}\n", &errors);
+    assert_non_null(config);
+    rl_config_destroy(config);
+    /* IPv6-only sockets cannot bind an IPv4-mapped address */
+    assert_single_error("listen:\n  - {address: \"::ffff:127.0.0.1\", port: 80}\n",
+                        "conf/t.yaml:2:15: listen[0].address: must be written as an IPv4 address");
+}
+
+/* A value already reported is not reported again through what depends on it. */
+static void test_rejected_values_cause_no_follow_on_errors(void **state)
+{
+    (void)state;
+    /* listeners whose port or address was rejected are not compared with the others */
+    static const char *const two_bad[] = {"listen: [{port: 99999}, {port: 0}]\n",
+                                          "listen: [{address: 127.0.0.1}, {address: 127.0.0.1}]\n"};
+    for (size_t i = 0; i < 2; ++i) {
+        char *errors = NULL;
+        assert_null(parse(two_bad[i], &errors));
+        assert_int_equal(count_lines(errors), 2); /* one per listener, no third "duplicate" */
+        assert_null(strstr(errors, "duplicate"));
+        free(errors);
+    }
+    assert_single_error("listen: [{port: 8080}, {address: localhost, port: 8080}]\n",
+                        "conf/t.yaml:1:34: listen[1].address: must be an IPv4 or IPv6 address");
+    /* a key naming a tier whose limit was rejected is not "unknown tier" */
+    assert_single_error("limits: {tiers: {premium: 0}, keys: {\"premium-key-1\": premium}}\n",
+                        "conf/t.yaml:1:27: limits.tiers.premium: must be between 1 and 1000000000");
 }
 
 static void test_several_errors_are_reported_at_once(void **state)
@@ -718,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_empty_file_is_an_error),
         cmocka_unit_test(test_top_level_that_is_not_a_mapping_is_an_error),
         cmocka_unit_test(test_yaml_syntax_error_reports_libyaml_mark),
+        cmocka_unit_test(test_aliases_and_tags_are_refused_where_written),
         cmocka_unit_test(test_invalid_utf8_is_a_syntax_error_with_position),
         cmocka_unit_test(test_multiple_documents_are_an_error),
         cmocka_unit_test(test_unknown_field_reports_line_and_column),
@@ -736,6 +797,7 @@ int main(void)
         cmocka_unit_test(test_key_prefix_must_be_short_printable_ascii),
         cmocka_unit_test(test_listen_address_must_be_an_ip_literal),
         cmocka_unit_test(test_duplicate_listen_address_and_port_is_an_error),
+        cmocka_unit_test(test_rejected_values_cause_no_follow_on_errors),
         cmocka_unit_test(test_several_errors_are_reported_at_once),
         cmocka_unit_test(test_error_list_is_capped),
         cmocka_unit_test(test_cyclic_alias_neither_hangs_nor_crashes),
