@@ -665,28 +665,11 @@ static int same_string(const char *a, const char *b)
     return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-static int same_listen(const rl_config_t *a, const rl_config_t *b)
-{
-    if (a->num_listen != b->num_listen)
-        return 0;
-    for (size_t i = 0; i < a->num_listen; ++i) {
-        const rl_listen_config_t *x = &a->listen[i], *y = &b->listen[i];
-        if (x->port != y->port || !same_string(x->address, y->address) ||
-            !same_string(x->tls_certificate, y->tls_certificate) || !same_string(x->tls_key, y->tls_key))
-            return 0;
-    }
-    return 1;
-}
+static int same_rows(const rl_cfg_directive_t *table, const void *a, const void *b);
 
-static int same_backend(const rl_config_t *a, const rl_config_t *b)
+static int same_servers(const rl_config_t *a, const rl_config_t *b)
 {
-    if (a->backend.type != b->backend.type || a->backend.num_servers != b->backend.num_servers ||
-        a->backend.timeout_ms != b->backend.timeout_ms || a->backend.on_failure != b->backend.on_failure ||
-        !same_string(a->backend.key_prefix, b->backend.key_prefix) ||
-        !same_string(a->backend.key_hash_secret, b->backend.key_hash_secret) ||
-        a->backend.window_ttl_s != b->backend.window_ttl_s || a->backend.failure_limit != b->backend.failure_limit ||
-        a->backend.retry_interval_ms != b->backend.retry_interval_ms ||
-        a->backend.max_pending != b->backend.max_pending || a->backend.local_max_keys != b->backend.local_max_keys)
+    if (a->backend.num_servers != b->backend.num_servers)
         return 0;
     for (size_t i = 0; i < a->backend.num_servers; ++i) {
         const rl_node_config_t *x = &a->backend.servers[i], *y = &b->backend.servers[i];
@@ -696,27 +679,71 @@ static int same_backend(const rl_config_t *a, const rl_config_t *b)
     return 1;
 }
 
+static int same_listen(const rl_config_t *a, const rl_config_t *b)
+{
+    if (a->num_listen != b->num_listen)
+        return 0;
+    for (size_t i = 0; i < a->num_listen; ++i)
+        if (!same_rows(listen_table, &a->listen[i], &b->listen[i]))
+            return 0;
+    return 1;
+}
+
+/* The fields a custom setter fills, compared by hand: the only ones the tables cannot describe. */
+static int same_custom(const rl_cfg_directive_t *row, const void *a, const void *b)
+{
+    if (row->setter == set_listen)
+        return same_listen(a, b);
+    if (row->setter == set_tls)
+        return same_rows(tls_table, a, b);
+    if (row->setter == set_servers)
+        return same_servers(a, b);
+    /* tiers and keys: the limits, which a reload applies and no caller compares */
+    return 1;
+}
+
+/*
+ * Compares two structs field by field as `table` describes them, so a field added to a table is
+ * compared without anyone remembering to.
+ */
+static int same_rows(const rl_cfg_directive_t *table, const void *a, const void *b)
+{
+    for (const rl_cfg_directive_t *row = table; row->name != NULL; ++row) {
+        const char *x = (const char *)a + row->offset, *y = (const char *)b + row->offset;
+        int same = 1;
+        switch (row->type) {
+        case RL_CFG_UINT:
+            same = memcmp(x, y, row->size) == 0;
+            break;
+        case RL_CFG_STRING:
+            same = same_string(*(char *const *)x, *(char *const *)y);
+            break;
+        case RL_CFG_ENUM:
+            same = *(const int *)x == *(const int *)y;
+            break;
+        case RL_CFG_SECTION:
+            same = same_rows(row->table, a, b);
+            break;
+        case RL_CFG_CUSTOM:
+            same = same_custom(row, a, b);
+            break;
+        }
+        if (!same)
+            return 0;
+    }
+    return 1;
+}
+
 size_t rl_config_restart_sections(const rl_config_t *running, const rl_config_t *loaded, const char **names,
                                   size_t max_names)
 {
-    const struct {
-        const char *name;
-        int same;
-    } sections[] = {
-        {"listen", same_listen(running, loaded)},
-        {"threads", running->threads == loaded->threads},
-        {"api_key_header", same_string(running->api_key_header, loaded->api_key_header)},
-        {"backend", same_backend(running, loaded)},
-        {"server", running->server.max_connections == loaded->server.max_connections &&
-                       running->server.idle_timeout_ms == loaded->server.idle_timeout_ms &&
-                       running->server.max_header_bytes == loaded->server.max_header_bytes},
-        {"log_level", same_string(running->log_level, loaded->log_level)},
-        {"shutdown_grace_ms", running->shutdown_grace_ms == loaded->shutdown_grace_ms},
-    };
     size_t n = 0;
-    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); ++i) {
-        if (!sections[i].same && n < max_names)
-            names[n++] = sections[i].name;
+    for (const rl_cfg_directive_t *row = top_table; row->name != NULL && n < max_names; ++row) {
+        if (row->table == limits_table)
+            continue;
+        const rl_cfg_directive_t one[] = {*row, {.name = NULL}};
+        if (!same_rows(one, running, loaded))
+            names[n++] = row->name;
     }
     return n;
 }

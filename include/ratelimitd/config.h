@@ -103,7 +103,8 @@ rl_config_t *rl_config_parse(const char *name, const char *yaml, size_t len, cha
 
 /*
  * Names the top-level sections other than `limits` whose values differ between the running
- * config and a freshly loaded one, in file order, at most `max_names` of them (7 exist). A
+ * config and a freshly loaded one, in file order, at most `max_names` of them (7 exist). The
+ * comparison follows the parser's tables, so a new field is compared as soon as it is parsed. A
  * SIGHUP reload applies only `limits`; these need a restart, and the operator is told so.
  */
 size_t rl_config_restart_sections(const rl_config_t *running, const rl_config_t *loaded, const char **names,

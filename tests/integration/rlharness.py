@@ -771,7 +771,7 @@ class RLTestCase(unittest.TestCase):
 
     def _cleanup(self):
         failed = self._failed()
-        sanitizer_reports = []
+        problems = []
         for d in self.daemons:
             was_running = d.alive()
             try:
@@ -783,9 +783,9 @@ class RLTestCase(unittest.TestCase):
             # test, and so does a daemon that was still running and did not exit 0 on SIGTERM
             # (LeakSanitizer turns a leak into a non-zero exit; a hang ends in SIGKILL).
             if any(m in log for m in SANITIZER_MARKERS):
-                sanitizer_reports.append(d.log_tail(120))
+                problems.append(d.log_tail(120))
             elif was_running and rc != 0:
-                sanitizer_reports.append("%s exited %r on SIGTERM at cleanup, not 0\n%s" % (d.name, rc, d.log_tail(80)))
+                problems.append("%s exited %r on SIGTERM at cleanup, not 0\n%s" % (d.name, rc, d.log_tail(80)))
             elif failed:
                 print("\n" + d.log_tail(80), file=sys.stderr)
         for m in self.nodes:
@@ -794,8 +794,8 @@ class RLTestCase(unittest.TestCase):
             except Exception:
                 pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)
-        if sanitizer_reports:
-            raise AssertionError("ratelimitd did not stop cleanly:\n" + "\n".join(sanitizer_reports))
+        if problems:
+            raise AssertionError("ratelimitd did not stop cleanly:\n" + "\n".join(problems))
 
     def memcached(self, n=1):
         nodes = start_memcached_nodes(n)
