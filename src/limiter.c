@@ -6,9 +6,10 @@
  * round trip per request. It is owned by one loop thread, so it takes no lock. Layout: a
  * power-of-two array of 4-way sets; a key's set is picked by the first 8 bytes of its hash
  * (uniform, since the hash is SipHash), and a way matches on the full 16 bytes and the window.
- * Nothing is ever deleted: an entry of an earlier window simply stops matching and is the
- * first to be overwritten. A set full of current-window denials evicts round-robin; the
- * evicted key costs one backend call, after which it is cached again.
+ * Nothing is ever deleted: an entry of an earlier window (or one stamped far ahead by a wall
+ * clock that was set back) simply stops matching and is the first to be overwritten. A set
+ * full of current-window denials evicts round-robin; the evicted key costs one backend call,
+ * after which it is cached again.
  */
 #include <assert.h>
 #include <stdint.h>
@@ -132,25 +133,33 @@ bool rl_deny_cache_contains(const rl_deny_cache_t *cache, const rl_keyhash_t *ha
     return false;
 }
 
+/* Eviction order within a set: lowest first. Unused ways and ways stamped by a clock that was
+ * set back come before any live window. */
+static inline int64_t eviction_age(const rl_deny_entry_t *entry, int64_t window)
+{
+    return entry->window > window + RL_WINDOW_MAX_AHEAD ? RL_DENY_CACHE_UNUSED : entry->window;
+}
+
 void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window)
 {
-    if (window > cache->newest_window)
+    if (rl_window_is_dead(cache->newest_window, window))
         cache->newest_window = window;
     rl_deny_set_t *set = &cache->sets[set_index(cache, hash)];
     size_t victim = 0;
     for (size_t w = 0; w != RL_DENY_CACHE_WAYS; ++w) {
         if (entry_is(&set->ways[w], hash, window))
             return;
-        if (set->ways[w].window < set->ways[victim].window)
+        if (eviction_age(&set->ways[w], window) < eviction_age(&set->ways[victim], window))
             victim = w;
     }
     /*
      * A denial decided just before a window ended can arrive after newer ones: it is worth less
      * than any of them (its window is nearly over), so it never displaces a newer window.
      */
-    if (set->ways[victim].window > window)
+    int64_t victim_age = eviction_age(&set->ways[victim], window);
+    if (victim_age > window)
         return;
-    if (set->ways[victim].window == window) {
+    if (victim_age == window) {
         /* no older way to reuse: rotate over the ways of this same window only (the oldest is
          * one of them), since the others hold newer windows */
         for (size_t i = 0; i != RL_DENY_CACHE_WAYS; ++i) {

@@ -3,29 +3,35 @@
  * memcached. All loop threads share one table, so a key's count is exact however its
  * connections are spread over threads.
  *
- * Layout. The table is cut into shards (up to 256, a power of two, picked by hash bits), each
- * behind its own mutex: two threads contend only when they count keys of the same shard at the
- * same instant, and a lock is held for one probe sequence, never across a callback. Each shard
- * is a fixed array of {hash, window, count} slots with linear probing over at most
- * RL_LOCAL_MAX_PROBE slots; all memory (backend.local_max_keys slots) is allocated at
- * create, so memory is bounded whatever the key count.
+ * Layout. The table is cut into shards (up to 256, a power of two), each behind its own mutex:
+ * two threads contend only when they count keys of the same shard at the same instant, and a
+ * lock is held for one lookup, never across a callback. Each shard is a fixed array of
+ * {hash, window, count} slots. A key may live in either of two probe ranges of
+ * RL_LOCAL_MAX_PROBE slots, and a new counter goes to the range with more room: with one range,
+ * clusters turned keys away from a table only 45 % full. All memory (1.5 slots per
+ * backend.local_max_keys) is allocated at create, so memory is bounded whatever the key count.
  *
- * Reclaiming. Slots are never emptied. A counter whose window is older than the window being
- * counted is dead, and an insert overwrites the oldest dead slot in its probe range (an unused
- * slot counts as oldest). So there is no sweeper, and the previous window's counters survive
- * as long as the probe range has anything older: a request decided at x.999 s and counted at
- * (x+1).000 s still finds its counter. When the probe range holds only counters of the current
- * or newer windows, the increment fails with RL_ERR_STORE_FULL (the operator raises
- * local_max_keys); it is never counted in a wrong slot.
+ * Placement is secret. The key hash is public when key_hash_secret is (it is empty by default),
+ * so shard and ranges come from a second SipHash of it under a random key drawn at create:
+ * nobody can choose API keys that fill one key's ranges and leave it without room. No other
+ * process has to agree on where a key lives, since a local store is never shared.
  *
- * Lookup stops at the first unused slot, which is sound because a slot, once used, is never
- * unused again: an entry is always placed at or before the first unused slot of its range.
+ * Reclaiming. Slots are never emptied. A counter of a window older than the one being counted
+ * is dead (so is one stamped far ahead, see rl_window_is_dead), and a new counter
+ * overwrites an unused slot or else the oldest dead one of its range. So there is no sweeper,
+ * and the previous window's counters survive as long as their range has anything older: a
+ * request decided at x.999 s and counted at (x+1).000 s still finds its counter. When both
+ * ranges hold only live counters, the increment fails with RL_ERR_STORE_FULL, which the handler
+ * answers as `on_failure` says, like a backend failure; it is never counted in a wrong slot.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include "ratelimitd/error.h"
+#include "ratelimitd/limiter.h"
 #include "ratelimitd/store.h"
 
 #define RL_LOCAL_MAX_SHARDS 256
@@ -33,6 +39,13 @@
  * below its size and probe ranges do not fill by chance. */
 #define RL_LOCAL_MIN_SHARD_SLOTS 256
 #define RL_LOCAL_MAX_PROBE 32
+/*
+ * Slots per counter, as a fraction. Placing 1,024 to 4,194,304 random keys with two ranges of
+ * 32 and this headroom left no key without room (3 seeds each); with 1.25 slots a few keys
+ * per million were turned away.
+ */
+#define RL_LOCAL_SLOTS_NUM 3
+#define RL_LOCAL_SLOTS_DEN 2
 #define RL_LOCAL_CACHE_LINE 64
 
 typedef struct st_rl_local_slot_t {
@@ -53,12 +66,25 @@ typedef struct st_rl_local_store_t {
     uint32_t shard_slots; /* slots per shard */
     uint32_t max_probe;
     rl_local_slot_t *slots;
+    rl_hash_secret_t placement_key; /* random, drawn at create */
 } rl_local_store_t;
 
 typedef struct st_rl_local_thread_t {
     rl_store_thread_t super;
     rl_metrics_thread_t *metrics; /* may be NULL */
 } rl_local_thread_t;
+
+/* Where a key may live: its shard and the first slots of its two probe ranges. */
+typedef struct st_rl_local_place_t {
+    rl_local_shard_t *shard;
+    uint32_t home[2];
+} rl_local_place_t;
+
+/* Room in one probe range for a new counter. */
+typedef struct st_rl_local_room_t {
+    rl_local_slot_t *victim; /* the slot to claim: unused first, then the oldest dead; NULL = none */
+    uint32_t num_free;       /* unused or dead slots */
+} rl_local_room_t;
 
 static const rl_store_vtable_t vtable;
 
@@ -71,39 +97,68 @@ static inline uint64_t hash_word(const rl_keyhash_t *hash, size_t at)
     return word;
 }
 
-static inline rl_local_shard_t *shard_of(rl_local_store_t *store, const rl_keyhash_t *hash)
+/* Scales 32 random bits to [0, n) without a division. */
+static inline uint32_t scale(uint64_t bits32, uint32_t n)
 {
-    return &store->shards[hash_word(hash, 0) & store->shard_mask];
+    return (uint32_t)((bits32 * n) >> 32);
 }
 
-/* First slot of the probe range: bits independent of the shard bits, scaled without a division. */
-static inline uint32_t home_of(const rl_local_store_t *store, const rl_keyhash_t *hash)
+static void place(const rl_local_store_t *store, const rl_keyhash_t *hash, rl_local_place_t *out)
 {
-    return (uint32_t)(((hash_word(hash, 8) >> 32) * store->shard_slots) >> 32);
+    rl_keyhash_t mixed;
+    rl_apikey_hash(&store->placement_key, (const char *)hash->bytes, sizeof(hash->bytes), &mixed);
+    uint64_t low = hash_word(&mixed, 0), high = hash_word(&mixed, 8);
+    out->shard = &store->shards[low & store->shard_mask];
+    out->home[0] = scale(low >> 32, store->shard_slots);
+    out->home[1] = scale(high >> 32, store->shard_slots);
 }
 
-/*
- * Shard lock held: returns the slot counting (hash, window), claiming one if it is not there yet,
- * or NULL when the probe range has no slot older than `window`.
- */
-static rl_local_slot_t *find_or_claim(rl_local_store_t *store, rl_local_shard_t *shard, const rl_keyhash_t *hash,
-                                      int64_t window)
+/* Order in which free slots are claimed, lowest first: unused, then stamped ahead by a clock
+ * that was set back, then the oldest window. */
+static inline int64_t claim_order(const rl_local_slot_t *slot, int64_t window)
 {
-    rl_local_slot_t *victim = NULL;
-    uint32_t at = home_of(store, hash);
+    if (slot->count == 0 || slot->window > window + RL_WINDOW_MAX_AHEAD)
+        return INT64_MIN;
+    return slot->window;
+}
+
+/* Shard lock held: the slot counting (hash, window) in the range starting at `at`, or NULL and
+ * the range's room for a new counter. */
+static rl_local_slot_t *scan_range(const rl_local_store_t *store, rl_local_slot_t *slots, uint32_t at,
+                                   const rl_keyhash_t *hash, int64_t window, rl_local_room_t *room)
+{
+    room->victim = NULL;
+    room->num_free = 0;
     for (uint32_t i = 0; i != store->max_probe; ++i) {
-        rl_local_slot_t *slot = &shard->slots[at];
-        if (slot->count == 0) {
-            victim = slot;
-            break;
-        }
-        if (slot->window == window && memcmp(slot->hash.bytes, hash->bytes, sizeof(hash->bytes)) == 0)
+        rl_local_slot_t *slot = &slots[at];
+        if (slot->count != 0 && slot->window == window &&
+            memcmp(slot->hash.bytes, hash->bytes, sizeof(hash->bytes)) == 0)
             return slot;
-        if (slot->window < window && (victim == NULL || slot->window < victim->window))
-            victim = slot;
+        if (slot->count == 0 || rl_window_is_dead(slot->window, window)) {
+            ++room->num_free;
+            if (room->victim == NULL || claim_order(slot, window) < claim_order(room->victim, window))
+                room->victim = slot;
+        }
         if (++at == store->shard_slots)
             at = 0;
     }
+    return NULL;
+}
+
+/*
+ * Shard lock held: returns the slot counting (hash, window), claiming one in the range with more
+ * room if it is not there yet, or NULL when neither range has a free slot.
+ */
+static rl_local_slot_t *find_or_claim(const rl_local_store_t *store, const rl_local_place_t *place,
+                                      const rl_keyhash_t *hash, int64_t window)
+{
+    rl_local_room_t room[2];
+    for (size_t r = 0; r != 2; ++r) {
+        rl_local_slot_t *slot = scan_range(store, place->shard->slots, place->home[r], hash, window, &room[r]);
+        if (slot != NULL)
+            return slot;
+    }
+    rl_local_slot_t *victim = room[room[1].num_free > room[0].num_free].victim;
     if (victim != NULL) {
         victim->hash = *hash;
         victim->window = window;
@@ -112,20 +167,21 @@ static rl_local_slot_t *find_or_claim(rl_local_store_t *store, rl_local_shard_t 
     return victim;
 }
 
-/* Counts one request; returns the new count, or 0 when the shard has no room. */
+/* Counts one request; returns the new count, or 0 when the key's ranges have no room. */
 static uint32_t count_one(rl_local_store_t *store, const rl_keyhash_t *hash, int64_t window)
 {
-    rl_local_shard_t *shard = shard_of(store, hash);
+    rl_local_place_t where;
+    place(store, hash, &where);
     uint32_t value = 0;
-    pthread_mutex_lock(&shard->lock);
-    rl_local_slot_t *slot = find_or_claim(store, shard, hash, window);
+    pthread_mutex_lock(&where.shard->lock);
+    rl_local_slot_t *slot = find_or_claim(store, &where, hash, window);
     if (slot != NULL) {
         /* saturate: a wrap to 0 would both admit and mark the slot unused */
         if (slot->count != UINT32_MAX)
             ++slot->count;
         value = slot->count;
     }
-    pthread_mutex_unlock(&shard->lock);
+    pthread_mutex_unlock(&where.shard->lock);
     return value;
 }
 
@@ -224,10 +280,19 @@ rl_store_t *rl_store_local_create(const rl_config_t *config, char *err, size_t e
     if (store == NULL)
         goto nomem;
     store->super.vt = &vtable;
-    size_t num_shards = num_shards_for(capacity);
+    if (getrandom(store->placement_key.bytes, sizeof(store->placement_key.bytes), 0) !=
+        (ssize_t)sizeof(store->placement_key.bytes)) {
+        snprintf(err, errlen, "local store: no random placement key: %s", strerror(errno));
+        destroy(&store->super);
+        return NULL;
+    }
+    size_t num_slots =
+        capacity / RL_LOCAL_SLOTS_DEN * RL_LOCAL_SLOTS_NUM +
+        (capacity % RL_LOCAL_SLOTS_DEN * RL_LOCAL_SLOTS_NUM + RL_LOCAL_SLOTS_DEN - 1) / RL_LOCAL_SLOTS_DEN;
+    size_t num_shards = num_shards_for(num_slots);
     store->shard_mask = num_shards - 1;
-    /* rounded up so the total is never below what was asked for (at most num_shards - 1 more) */
-    store->shard_slots = (uint32_t)((capacity + num_shards - 1) / num_shards);
+    /* rounded up so the total is never below the headroom asked for (at most num_shards - 1 more) */
+    store->shard_slots = (uint32_t)((num_slots + num_shards - 1) / num_shards);
     store->max_probe = store->shard_slots < RL_LOCAL_MAX_PROBE ? store->shard_slots : RL_LOCAL_MAX_PROBE;
 
     /* calloc: the pages of a large, mostly idle table stay untouched until used */

@@ -230,11 +230,11 @@ static void incr(rl_store_thread_t *super, const rl_counter_key_t *key, rl_store
         complete_now(thread, -1, RL_ERR_CANCELLED, cb, cbdata, handle);
         return;
     }
-    int index = rl_ring_lookup(thread->ring, key->mckey, key->mckey_len);
+    int index = rl_ring_lookup(thread->ring, key->mckey, key->placement_len);
     if (index < 0) {
         /* Every node is ejected. The error is charged to the key's own node, so that errors by
          * node add up to the decisions that failed. */
-        index = rl_ring_lookup(thread->full_ring, key->mckey, key->mckey_len);
+        index = rl_ring_lookup(thread->full_ring, key->mckey, key->placement_len);
         complete_now(thread, index, RL_ERR_BACKEND_DOWN, cb, cbdata, handle);
         return;
     }

@@ -27,6 +27,23 @@ typedef struct st_rl_decision_t {
 /* Window of the wall-clock instant `now_ms` (milliseconds since the epoch). */
 rl_window_t rl_window_at(uint64_t now_ms);
 
+/*
+ * How far ahead of the window being counted another thread's window can be: a second across a
+ * boundary, and one more for a loop turn that ran late. Anything further ahead was stamped by a
+ * wall clock that jumped and was set back.
+ */
+#define RL_WINDOW_MAX_AHEAD 2
+
+/*
+ * Whether a counter or cached denial stamped with window `stamped` is dead when counting in
+ * `window`: older windows are, and so are stamps of a clock that was set back, whose slots must
+ * not stay taken until real time catches up with them.
+ */
+static inline bool rl_window_is_dead(int64_t stamped, int64_t window)
+{
+    return stamped < window || stamped > window + RL_WINDOW_MAX_AHEAD;
+}
+
 /* Decision for a request that made the window's counter reach `count` (>= 1). */
 rl_decision_t rl_decide(uint64_t count, uint32_t limit, const rl_window_t *window);
 

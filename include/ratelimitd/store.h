@@ -27,6 +27,9 @@ typedef struct st_rl_counter_key_t {
     int64_t window;    /* Unix second */
     const char *mckey; /* prefix || hash || ':' || window; valid only during rl_store_incr() */
     size_t mckey_len;
+    /* Leading bytes of mckey that pick its memcached node: prefix || hash, without the window, so
+     * an API key stays on one node from second to second (libmemcached's `_by_key` group key). */
+    size_t placement_len;
 } rl_counter_key_t;
 
 /*

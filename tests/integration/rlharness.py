@@ -962,8 +962,10 @@ def p99(values):
 
 class LoadGen:
     """Keep-alive clients sending /limit over `keys` in the background until finish(). Records
-    every status, the slowest answer, each answer slower than `slow_over` seconds, and every
-    answer as (monotonic time it arrived, seconds it took) in `answers`."""
+    every status, the slowest answer, each answer slower than `slow_over` seconds, every answer
+    as (monotonic time it arrived, seconds it took) in `answers`, and in `uncounted` the 200s
+    that were admitted without a count (on_failure: open reports the whole limit as remaining,
+    which a counted request, at least the first of its window, never does)."""
 
     def __init__(self, port, keys, clients=2, pause=0.002, slow_over=None):
         self.port, self.keys, self.pause, self.slow_over = port, keys, pause, slow_over
@@ -974,6 +976,7 @@ class LoadGen:
         self.slow = []
         self.answers = []
         self.errors = []
+        self.uncounted = 0
         self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
 
     def start(self):
@@ -990,6 +993,8 @@ class LoadGen:
                 n += 1
                 with self.lock:
                     self.statuses[r.status] += 1
+                    if r.status == 200 and r.json.get("remaining") == r.json.get("limit"):
+                        self.uncounted += 1
                     self.slowest = max(self.slowest, r.elapsed)
                     self.answers.append((time.monotonic(), r.elapsed))
                     if self.slow_over is not None and r.elapsed > self.slow_over:

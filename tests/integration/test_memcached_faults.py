@@ -236,6 +236,10 @@ class FaultTest(h.RLTestCase):
             self.assertEqual(set(load.statuses) - {200, 429}, set(), dict(load.statuses))
             self.assertFalse(load.slow,
                              "decisions slower than timeout_ms + slack while a node stalled: %r" % load.slow[:20])
+        # a key stays on its node from second to second: the stalled node's keys followed
+        # on_failure, the healthy node's keys were all counted
+        self.assertGreater(rec.uncounted, 0, "no stalled key was admitted uncounted (on_failure: open)")
+        self.assertEqual(rest.uncounted, 0, "the healthy node's keys were admitted uncounted %d times" % rest.uncounted)
         p99_before, p99_during, n_before, n_during, ejected, up = stalls[-1]
         self.assertTrue(ejected, "a stalled node must be ejected: %r" % d.metrics().find("ratelimitd_backend_node_up"))
         self.assertTrue(n_before >= 20 and n_during >= 20, (n_before, n_during))

@@ -110,6 +110,29 @@ class NodeFailureTest(h.RLTestCase):
         self.assertFalse(wrong, wrong)
         self.assertAlive(d)
 
+    def test_a_key_stays_on_one_node_from_second_to_second(self):
+        """SPEC: each API key is mapped onto one node. Its counter is a new memcached key every
+        second, yet the node is picked without the window, so losing a node fails 1/N of the
+        keys, not every key 1/N of the time."""
+        nodes = self.memcached(3)
+        port = h.free_port()
+        d = self.daemon(h.base_config(port, [n.addr for n in nodes]), port=port)
+        c = d.client()
+        self.addCleanup(c.close)
+        keys = ["stay-%02d-%s" % (i, uuid.uuid4().hex[:6]) for i in range(8)]
+        seen = collections.defaultdict(list)  # key -> (window, node) per second
+        window = None
+        for _ in range(3):
+            while h.wait_fresh_second(0.3) == window:
+                time.sleep(0.3)
+            window = int(time.time())
+            for k, (node, r) in h.key_owners(c, nodes, keys).items():
+                seen[k].append((r.json["window"], node))
+        for k, placements in seen.items():
+            self.assertEqual(len({w for w, _ in placements}), 3, "three different windows: %r" % placements)
+            self.assertEqual(len({n for _, n in placements}), 1, "key %s moved between nodes: %r" % (k, placements))
+        self.assertGreater(len({p[0][1] for p in seen.values()}), 1, "8 keys all on one node: %r" % dict(seen))
+
     def test_losing_a_node_moves_only_its_keys(self):
         """Within one window: keys counted on the surviving nodes keep their counts after a third
         node dies; only the dead node's keys start again (consistent hashing moves ~1/N)."""

@@ -176,7 +176,8 @@ static inline rl_mc_node_stats_t stats_of(fixture_t *f, size_t node)
 
 static inline rl_store_op_t *incr(fixture_t *f, const char *key, result_t *r)
 {
-    rl_counter_key_t counter = {.window = 1795412345, .mckey = key, .mckey_len = strlen(key)};
+    rl_counter_key_t counter = {
+        .window = 1795412345, .mckey = key, .mckey_len = strlen(key), .placement_len = strlen(key)};
     rl_store_op_t *op = (rl_store_op_t *)1;
     store_incr(f->thread, &counter, on_result, r, &op);
     return op;

@@ -233,6 +233,34 @@ static void test_deny_cache_shortcut_keeps_older_windows_visible(void **state)
     rl_deny_cache_destroy(cache);
 }
 
+/* A wall clock that jumped an hour ahead and was set back leaves denials stamped in the future:
+ * they must give way to the real window's denials at once, not in an hour. */
+static void test_deny_cache_reuses_ways_stamped_ahead_by_a_clock_step(void **state)
+{
+    (void)state;
+    rl_deny_cache_t *cache = rl_deny_cache_create(64);
+    assert_non_null(cache);
+    rl_keyhash_t ahead[4], now[4];
+    for (uint64_t i = 0; i != 4; ++i) {
+        ahead[i] = hash_of(6, i);
+        now[i] = hash_of(6, 10 + i);
+    }
+    for (size_t i = 0; i != 4; ++i)
+        rl_deny_cache_add(cache, &ahead[i], WINDOW + 3600);
+    for (size_t i = 0; i != 4; ++i)
+        rl_deny_cache_add(cache, &now[i], WINDOW);
+    for (size_t i = 0; i != 4; ++i) {
+        assert_true(rl_deny_cache_contains(cache, &now[i], WINDOW));
+        assert_false(rl_deny_cache_contains(cache, &ahead[i], WINDOW + 3600));
+    }
+    /* a thread a window or two ahead is not a clock step: its denial is kept */
+    rl_keyhash_t next = hash_of(6, 20);
+    rl_deny_cache_add(cache, &next, WINDOW + RL_WINDOW_MAX_AHEAD);
+    rl_deny_cache_add(cache, &ahead[0], WINDOW);
+    assert_true(rl_deny_cache_contains(cache, &next, WINDOW + RL_WINDOW_MAX_AHEAD));
+    rl_deny_cache_destroy(cache);
+}
+
 static void test_deny_cache_rounds_slots_up_to_power_of_two(void **state)
 {
     (void)state;
@@ -270,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_deny_cache_keeps_keys_distinct),
         cmocka_unit_test(test_deny_cache_full_set_evicts_round_robin),
         cmocka_unit_test(test_deny_cache_reuses_past_windows_before_evicting),
+        cmocka_unit_test(test_deny_cache_reuses_ways_stamped_ahead_by_a_clock_step),
         cmocka_unit_test(test_deny_cache_rounds_slots_up_to_power_of_two),
         cmocka_unit_test(test_deny_cache_late_denial_never_evicts_a_newer_window),
         cmocka_unit_test(test_deny_cache_shortcut_keeps_older_windows_visible),
