@@ -219,6 +219,9 @@ static int run(const rl_options_t *options)
     signal(SIGPIPE, SIG_IGN);
 
     raise_fd_limit();
+    if (config->backend.type == RL_BACKEND_MEMCACHED && config->backend.key_hash_secret[0] == '\0')
+        rl_log_warn("main", "backend.key_hash_secret is empty: whoever can list memcached's keys can test guessed API "
+                            "keys against them; set one random secret on every instance");
     char err[512] = "";
     if ((limits = rl_limits_create(config)) == NULL) {
         rl_log_error("main", "out of memory");

@@ -181,6 +181,16 @@ static int check_port_free(const rl_listen_config_t *where, char *err, size_t er
     return RL_OK;
 }
 
+/* Why OpenSSL's last call failed, and clears its queue. A missing file is a system error, for
+ * which OpenSSL 3 has no reason string of its own (it would print as "(null)"). */
+static const char *tls_error_reason(void)
+{
+    unsigned long code = ERR_get_error();
+    const char *reason = ERR_SYSTEM_ERROR(code) ? strerror(ERR_GET_REASON(code)) : ERR_reason_error_string(code);
+    ERR_clear_error();
+    return reason != NULL ? reason : "unknown OpenSSL error";
+}
+
 static SSL_CTX *create_ssl_ctx(const rl_listen_config_t *listen, char *err, size_t errlen)
 {
     SSL_CTX *ssl_ctx = SSL_CTX_new(TLS_server_method());
@@ -191,13 +201,12 @@ static SSL_CTX *create_ssl_ctx(const rl_listen_config_t *listen, char *err, size
     SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (SSL_CTX_use_certificate_chain_file(ssl_ctx, listen->tls_certificate) != 1) {
-        snprintf(err, errlen, "cannot load TLS certificate %s: %s", listen->tls_certificate,
-                 ERR_reason_error_string(ERR_get_error()));
+        snprintf(err, errlen, "cannot load TLS certificate %s: %s", listen->tls_certificate, tls_error_reason());
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ssl_ctx, listen->tls_key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ssl_ctx) != 1) {
-        snprintf(err, errlen, "cannot load TLS key %s: %s", listen->tls_key, ERR_reason_error_string(ERR_get_error()));
+        snprintf(err, errlen, "cannot load TLS key %s: %s", listen->tls_key, tls_error_reason());
         goto fail;
     }
     h2o_ssl_register_alpn_protocols(ssl_ctx, h2o_http2_alpn_protocols);

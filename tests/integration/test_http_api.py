@@ -372,9 +372,11 @@ class CommandLineTest(h.RLTestCase):
         _, other_key = h.make_self_signed_cert(other)
         missing = os.path.join(self.tmpdir, "missing.pem")
         for name, tls, expect in (("missing", {"certificate": missing, "key": key},
-                                   "cannot load TLS certificate %s" % missing),
+                                   "cannot load TLS certificate %s: No such file or directory" % missing),
+                                  ("nokey", {"certificate": cert, "key": missing},
+                                   "cannot load TLS key %s: No such file or directory" % missing),
                                   ("mismatch", {"certificate": cert, "key": other_key},
-                                   "cannot load TLS key %s" % other_key)):
+                                   "cannot load TLS key %s: " % other_key)):
             cfg = h.base_config(h.free_port())
             cfg["listen"].append({"address": h.HOST, "port": h.free_port(), "tls": tls})
             path = os.path.join(self.tmpdir, name + ".yaml")
@@ -385,6 +387,7 @@ class CommandLineTest(h.RLTestCase):
             r = self.run_bin("-c", path, timeout=10)
             self.assertNotEqual(r.returncode, 0, r)
             self.assertIn(expect, r.stderr, r)
+            self.assertNotIn("(null)", r.stderr, r)
 
     def test_default_config_path_is_conf_ratelimitd_yaml(self):
         """Without -c the file is conf/ratelimitd.yaml under the working directory."""
@@ -421,6 +424,18 @@ class CommandLineTest(h.RLTestCase):
             self.assertTrue(h.wait_until(lambda: " started: " in d.log(), 3.0), d.log_tail())
             self.assertIn("listener(s), %d loop thread(s)," % len(cpus), d.log())
             self.assertEqual(h.http_get(port, "/limit", {"X-API-Key": "t0"})[0], 200)
+            self.assertEqual(d.stop(), 0)
+
+    def test_an_empty_key_hash_secret_is_warned_about_with_memcached(self):
+        """The default secret is empty, which makes every memcached key a plain hash of its API
+        key: the start-up log says so, and says nothing once a secret is set."""
+        for secret, warned in (("", True), ("s3cret-from-a-vault", False)):
+            port = h.free_port()
+            cfg = h.base_config(port, ["127.0.0.1:%d" % h.free_port()])  # no memcached needed
+            cfg["backend"]["key_hash_secret"] = secret
+            d = self.daemon(cfg, port=port, name="secret%d" % warned)
+            self.assertTrue(h.wait_until(lambda: " started: " in d.log(), 3.0), d.log_tail())
+            self.assertEqual("backend.key_hash_secret is empty" in d.log(), warned, d.log_tail())
             self.assertEqual(d.stop(), 0)
 
     def test_second_daemon_on_the_same_port_fails_fast(self):
