@@ -472,6 +472,12 @@ static void adopt_address(rl_mc_node_t *node, const struct addrinfo *ai)
     /* compared as text: the same address can differ in bytes nobody reads (sin_zero, padding) */
     char now[NI_MAXHOST + 16], was[NI_MAXHOST + 16];
     format_address(&addr, ai->ai_addrlen, now, sizeof(now));
+    if (node->addrlen == 0) {
+        rl_log_info("memcached", "node %s resolved to %s", store_of(node)->nodes[node->index].name, now);
+        node->addr = addr;
+        node->addrlen = ai->ai_addrlen;
+        return;
+    }
     format_address(&node->addr, node->addrlen, was, sizeof(was));
     if (strcmp(now, was) == 0)
         return;
@@ -516,6 +522,14 @@ static void on_reconnect(h2o_timeout_entry_t *entry)
 {
     rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, reconnect_entry, entry);
     if (store_of(node)->is_name[node->index] && node->thread->resolver != NULL)
+        resolve_then_connect(node);
+    else
+        rl_mc_node_connect(node);
+}
+
+void rl_mc_node_start(rl_mc_node_t *node)
+{
+    if (node->addrlen == 0)
         resolve_then_connect(node);
     else
         rl_mc_node_connect(node);

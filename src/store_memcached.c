@@ -3,7 +3,8 @@
  * counter on the node the ketama ring picks for its key.
  *
  * Split of work: the process-wide rl_mc_store_t holds settings and the addresses resolved at
- * start-up, here on the main thread, where a name that does not resolve is a configuration error.
+ * start-up, here on the main thread. A name that does not resolve yet (a memcached pod still
+ * pending) starts its node down, and its first connect looks it up again.
  * Each loop thread builds its own rl_mc_thread_t on its own loop: one pipelined connection per
  * node (mc_node.c) with its own copy of the node's address, which a reconnect refreshes when the
  * host is a name (asynchronously, through the thread's resolver queue: a loop thread must never
@@ -208,7 +209,7 @@ static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_
     for (size_t i = 0; i != store->num_nodes; ++i)
         rl_mc_node_init(&thread->nodes[i], thread, i);
     for (size_t i = 0; i != store->num_nodes; ++i)
-        rl_mc_node_connect(&thread->nodes[i]);
+        rl_mc_node_start(&thread->nodes[i]);
     h2o_timeout_link(loop, &thread->probe_timeout, &thread->probe_entry);
     return &thread->super;
 }
@@ -344,10 +345,17 @@ static int copy_nodes(rl_mc_store_t *store, const rl_config_t *config, char *err
         store->nodes[i].name = strdup(src->name != NULL ? src->name : src->host);
         if (store->nodes[i].host == NULL || store->nodes[i].name == NULL)
             goto NoMem;
-        int ret = resolve(&store->nodes[i], &store->addrs[i], &store->addrlens[i], err, errlen);
-        if (ret != RL_OK)
-            return ret;
         store->is_name[i] = !is_ip_literal(store->nodes[i].host);
+        int ret = resolve(&store->nodes[i], &store->addrs[i], &store->addrlens[i], err, errlen);
+        if (ret != RL_OK && !store->is_name[i])
+            return ret;
+        if (ret != RL_OK) {
+            /* Failing start-up here would crash-loop every new pod while one memcached pod is
+             * pending; the ring hashes names, so an unresolved node is just a down node. */
+            rl_log_warn("memcached", "%s; the node starts down and is looked up again before each connect", err);
+            store->addrlens[i] = 0;
+            err[0] = '\0';
+        }
     }
     return RL_OK;
 NoMem:

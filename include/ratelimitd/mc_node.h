@@ -33,7 +33,7 @@ typedef struct st_rl_mc_store_t {
     rl_store_t super;
     rl_node_config_t *nodes;        /* deep copy of config->backend.servers */
     struct sockaddr_storage *addrs; /* resolved at start-up; each thread's nodes start from these */
-    socklen_t *addrlens;
+    socklen_t *addrlens;            /* 0: the name did not resolve at start-up */
     bool *is_name; /* the host is a DNS name, not an IP literal: reconnects resolve it again */
     size_t num_nodes;
     uint32_t timeout_ms;
@@ -132,6 +132,8 @@ void rl_mc_node_init(rl_mc_node_t *node, rl_mc_thread_t *thread, size_t index);
 bool rl_mc_node_dispose(rl_mc_node_t *node, int status);
 /* Starts a non-blocking connect to the node's current address (node->addr). */
 void rl_mc_node_connect(rl_mc_node_t *node);
+/* The first connect: a name that did not resolve at start-up is looked up first. */
+void rl_mc_node_start(rl_mc_node_t *node);
 /* Queues an increment (op->cb/cbdata already set). RL_OK, or RL_ERR_NOMEM / RL_ERR_INVALID with nothing queued. */
 int rl_mc_node_send_incr(rl_mc_node_t *node, rl_mc_op_t *op, const char *key, size_t key_len);
 /* Sends `mn` to connected nodes idle for RL_MC_PROBE_IDLE_MS. */

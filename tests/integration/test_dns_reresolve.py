@@ -145,6 +145,30 @@ class DnsReresolveTest(h.RLTestCase):
                       d.log())
         self.assertAlive(d)
 
+    def test_a_name_that_does_not_resolve_at_start_up_starts_down_and_joins_later(self):
+        """A memcached pod still pending has no DNS record yet: ratelimitd must start anyway (a
+        configuration error would crash-loop every new pod), with that node down, and take it
+        into the ring once the name resolves."""
+        mc_port = shared_port()
+        self.resolve_file = os.path.join(self.tmpdir, "resolve.txt")
+        point_name_at(self.resolve_file, "")
+        port = h.free_port()
+        node = "%s:%d" % (FAKE_NAME, mc_port)
+        cfg = h.base_config(port, [node])
+        cfg["backend"].update({"on_failure": "closed", "timeout_ms": 200, "retry_interval_ms": 200})
+        d = self.daemon(cfg, port=port, env=shim_env(self.resolve_file))
+        self.assertIn("backend server %s: " % node, d.log())
+        self.assertIn("the node starts down and is looked up again before each connect", d.log())
+        self.assertEqual(fresh_limit(d), 503, "no node resolves, so on_failure: closed answers 503")
+        self.assertEqual(h.status_of(port, "/readyz"), 503)
+
+        self.start_memcached(OLD_IP, mc_port)
+        point_name_at(self.resolve_file, OLD_IP)
+        self.assert_all_threads_recover(d, "once the name resolved")
+        self.assertIn("memcached: node %s resolved to %s:%d" % (node, OLD_IP, mc_port), d.log())
+        self.assertEqual(h.status_of(port, "/readyz"), 200)
+        self.assertAlive(d)
+
     def test_stopping_while_a_lookup_is_in_flight_exits_cleanly(self):
         # the lookups are cancelled; h2o may still answer one, into a queue that must outlive it
         mc_port = shared_port()
