@@ -33,7 +33,8 @@ typedef struct st_rl_mc_store_t {
     rl_store_t super;
     rl_node_config_t *nodes;        /* deep copy of config->backend.servers */
     struct sockaddr_storage *addrs; /* resolved at start-up; each thread's nodes start from these */
-    socklen_t *addrlens;            /* 0: the name did not resolve at start-up */
+    /* 0: the name did not resolve at start-up */
+    socklen_t *addrlens;
     bool *is_name; /* the host is a DNS name, not an IP literal: reconnects resolve it again */
     size_t num_nodes;
     uint32_t timeout_ms;
