@@ -204,6 +204,18 @@ static void test_concurrent_increments_are_exact(void **state)
 
 /* ---- capacity ---- */
 
+/* Counts keys [first, first + n) once each in `window`: each must get a new counter. */
+static void count_new_keys(rl_store_thread_t *thread, uint64_t first, uint64_t n, int64_t window)
+{
+    for (uint64_t key = first; key != first + n; ++key) {
+        uint64_t value = 0;
+        int status = incr_now(thread, key, window, &value);
+        if (status != RL_OK)
+            fail_msg("window %lld key %llu: %d", (long long)window, (unsigned long long)key, status);
+        assert_int_equal(value, 1); /* a claimed slot starts from zero, whatever it held */
+    }
+}
+
 static void test_expired_windows_are_reclaimed(void **state)
 {
     (void)state;
@@ -211,13 +223,7 @@ static void test_expired_windows_are_reclaimed(void **state)
     rl_store_t *store = local_store(1024);
     rl_store_thread_t *thread = rl_store_thread_create(store, NULL, NULL);
     for (int64_t window = WINDOW; window != WINDOW + 100; ++window) {
-        for (uint64_t key = 0; key != 500; ++key) {
-            uint64_t value = 0;
-            int status = incr_now(thread, key, window, &value);
-            if (status != RL_OK)
-                fail_msg("window %lld key %llu: %d", (long long)window, (unsigned long long)key, status);
-            assert_int_equal(value, 1); /* a reclaimed slot starts the new window from zero */
-        }
+        count_new_keys(thread, 0, 500, window);
         for (uint64_t key = 0; key != 500; ++key)
             assert_int_equal(incr_ok(thread, key, window), 2);
     }
@@ -290,13 +296,7 @@ static void test_a_window_of_local_max_keys_fits(void **state)
     (void)state;
     rl_store_t *store = local_store(1024);
     rl_store_thread_t *thread = rl_store_thread_create(store, NULL, NULL);
-    for (uint64_t key = 0; key != 960; ++key) {
-        uint64_t value = 0;
-        int status = incr_now(thread, key, WINDOW, &value);
-        if (status != RL_OK)
-            fail_msg("key %llu of one window: %d", (unsigned long long)key, status);
-        assert_int_equal(value, 1);
-    }
+    count_new_keys(thread, 0, 960, WINDOW);
     for (uint64_t key = 0; key != 960; ++key)
         assert_int_equal(incr_ok(thread, key, WINDOW), 2);
     rl_store_thread_destroy(thread);
@@ -333,15 +333,8 @@ static void test_counters_stamped_ahead_by_a_clock_step_are_reclaimed(void **sta
     (void)state;
     rl_store_t *store = local_store(1024);
     rl_store_thread_t *thread = rl_store_thread_create(store, NULL, NULL);
-    for (uint64_t key = 0; key != 960; ++key)
-        assert_int_equal(incr_ok(thread, key, WINDOW + 3600), 1);
-    for (uint64_t key = 1000; key != 1960; ++key) {
-        uint64_t value = 0;
-        int status = incr_now(thread, key, WINDOW + 1, &value);
-        if (status != RL_OK)
-            fail_msg("key %llu after the clock was set back: %d", (unsigned long long)key, status);
-        assert_int_equal(value, 1);
-    }
+    count_new_keys(thread, 0, 960, WINDOW + 3600);
+    count_new_keys(thread, 1000, 960, WINDOW + 1);
     rl_store_thread_destroy(thread);
     rl_store_destroy(store);
 }
