@@ -100,8 +100,26 @@ grep -q 'rl-ratelimitd-memcached-2\.rl-ci\.svc\.cluster\.local:11211' "$r/defaul
     pass "default: memcached nodes by per-pod ClusterIP Service names" || failed "default: memcached names"
 grep -q 'terminationGracePeriodSeconds: 15$' "$r/default.yaml" &&
     pass "default: terminationGracePeriodSeconds 15 = preStop 5 + shutdown_grace_ms 5000 + 5" || failed "default: grace period"
-grep -q '^kind: Secret' "$r/external-memcached.yaml" && ! grep -q 'premium-key-1' <(grep -A3 '^kind: ConfigMap' "$r/external-memcached.yaml") &&
-    pass "external-memcached: API keys and key_hash_secret -> the config is a Secret" || failed "external-memcached: config not in a Secret"
+# holders FILE STRING -> "Kind/name" of every ConfigMap or Secret whose data mentions STRING
+holders() {
+    node --input-type=module - "$1" "$2" <<'JS'
+import fs from 'node:fs';
+import path from 'node:path';
+const YAML = await import(path.join(process.env.RL_NODE_MODULES, 'yaml/dist/index.js'));
+const [file, needle] = process.argv.slice(2);
+for (const o of YAML.parseAllDocuments(fs.readFileSync(file, 'utf8')).map((d) => d.toJS())) {
+    if (o?.kind !== 'ConfigMap' && o?.kind !== 'Secret') continue;
+    const vals = [...Object.values(o.data || {}).map((v) => (o.kind === 'Secret' ? Buffer.from(v, 'base64').toString() : v)),
+        ...Object.values(o.stringData || {})];
+    if (vals.some((v) => String(v).includes(needle))) console.log(`${o.kind}/${o.metadata.name}`);
+}
+JS
+}
+k=$(holders "$r/external-memcached.yaml" premium-key-1 | tr '\n' ' ')
+h=$(holders "$r/external-memcached.yaml" ci-external-secret | tr '\n' ' ')
+[[ $k == "Secret/rl-ratelimitd-config " && $h == "$k" ]] &&
+    pass "external-memcached: API keys and key_hash_secret -> only in the Secret ($k)" ||
+    failed "external-memcached: API key in [$k], key_hash_secret in [$h] (want only Secret/rl-ratelimitd-config)"
 grep -q 'averageValue: "1500"' "$r/external-memcached.yaml" && grep -q 'name: ratelimitd_requests_per_second' "$r/external-memcached.yaml" &&
     pass "external-memcached: HPA custom Pods metric ratelimitd_requests_per_second" || failed "external-memcached: HPA custom metric"
 grep -q 'minAvailable: 50%' "$r/external-memcached.yaml" && pass "external-memcached: PDB minAvailable 50%" || failed "external-memcached: PDB"
@@ -116,7 +134,8 @@ grep -q 'terminationGracePeriodSeconds: 40$' "$r/no-hpa.yaml" && grep -q 'replic
 [[ $(grep -c '^kind: NetworkPolicy' "$r/networkpolicy.yaml") == 2 ]] && grep -q 'kubernetes.io/metadata.name: gateway' "$r/networkpolicy.yaml" &&
     pass "networkpolicy: memcached policy + ratelimitd ingress from allowedClients" || failed "networkpolicy: policies"
 if H template rl "$chart" --namespace rl-ci --set existingConfigSecret=my-ratelimitd-config >"$r/existing.yaml" 2>&1 &&
-    node "$validator" "$r/existing.yaml" --expect-config external --config-secret my-ratelimitd-config >"$r/existing.val" 2>&1 &&
+    node "$validator" "$r/existing.yaml" --expect-config external --config-secret my-ratelimitd-config \
+        --expect-readiness /healthz >"$r/existing.val" 2>&1 &&
     grep -q "^kind: StatefulSet" "$r/existing.yaml"; then
     pass "existingConfigSecret: no config rendered, pods mount that Secret, objects valid, chart memcached still there"
 else
@@ -124,14 +143,80 @@ else
 fi
 if H install rl "$chart" --namespace rl-ci --dry-run=client >"$r/notes.txt" 2>&1 &&
     grep -q "curl -si --http2-prior-knowledge -H 'X-API-Key: demo-key'" "$r/notes.txt" &&
-    grep -q 'http://rl-ratelimitd.rl-ci.svc:8080/limit' "$r/notes.txt"; then
-    pass "NOTES.txt (helm install --dry-run=client) gives the curl --http2-prior-knowledge command"
+    grep -q 'http://rl-ratelimitd.rl-ci.svc:8080/limit' "$r/notes.txt" &&
+    grep -q "^Counters: the chart's memcached StatefulSet (3 nodes" "$r/notes.txt"; then
+    pass "NOTES.txt (helm install --dry-run=client) gives the curl --http2-prior-knowledge command and the memcached nodes"
 else
     failed "NOTES.txt"; sed -n '/^NOTES:/,$p' "$r/notes.txt"
 fi
 t=$(H template rl "$chart" -f "$ci/external-memcached-values.yaml" --show-only templates/tests/test-limit.yaml)
 grep -q 'helm.sh/hook: test' <<<"$t" && grep -A1 'name: LIMIT$' <<<"$t" | grep -q '"10"' && grep -A1 'name: HEADER$' <<<"$t" | grep -q 'X-Api-Token' &&
     pass "helm test pod: hook, LIMIT 10 (tier free of tests.apiKey), the configured key header" || failed "helm test pod"
+# NOTES names the StatefulSet only when the chart runs one: not with the local store (whose values
+# leave memcached.enabled at its default, true) nor with external memcached
+for set in local-backend external-memcached; do
+    notes=$(H install rl "$chart" --namespace rl-ci --dry-run=client -f "$ci/$set-values.yaml" 2>&1 | sed -n '/^NOTES:/,$p')
+    want='^Counters: in-process'
+    [[ $set == external-memcached ]] && want='^Counters: external memcached rl-cache'
+    grep -q "$want" <<<"$notes" && ! grep -qi 'statefulset' <<<"$notes" &&
+        pass "$set: NOTES.txt says where the counters live, no memcached StatefulSet line" ||
+        { failed "$set: NOTES.txt"; grep -i 'counters\|statefulset' <<<"$notes" || true; }
+done
+# the local store counts per pod: no surge pod during an update (Recreate); the shared store
+# rolls with a surge and no unavailable pod
+grep -q '^    type: Recreate$' "$r/local-backend.yaml" && ! grep -q 'maxSurge' "$r/local-backend.yaml" &&
+    grep -q 'maxSurge: 25%' "$r/default.yaml" && grep -q '^    type: RollingUpdate$' "$r/default.yaml" &&
+    pass "local-backend: strategy Recreate (no second pod counting apart); default: RollingUpdate, maxSurge 25%" ||
+    failed "update strategy: local-backend $(grep -A1 '^  strategy:' "$r/local-backend.yaml" | tail -n 1), default $(grep -A1 '^  strategy:' "$r/default.yaml" | tail -n 1)"
+
+echo "== the readiness probe follows on_failure"
+# readiness HELM-ARGS... -> the Deployment's readiness probe path
+readiness() {
+    H template rl "$chart" --namespace rl-ci --show-only templates/deployment.yaml "$@" |
+        sed -n '/^ *readinessProbe:/,/^ *path:/s/^ *path: *//p'
+}
+while read -r want args; do
+    # shellcheck disable=SC2086  # word splitting of the helm arguments is intended
+    got=$(readiness $args 2>&1 || true)
+    [[ $got == "$want" ]] && pass "readiness $want with $args" || failed "readiness with $args: got '$got', want $want"
+done <<'CASES'
+/healthz --set config.backend.on_failure=open
+/healthz --set config.backend.on_failure=null
+/readyz --set config.backend.on_failure=closed
+/readyz --set probes.readiness.path=/readyz
+/healthz --set config.backend.on_failure=closed --set probes.readiness.path=/healthz
+CASES
+grep -q 'ok   readiness probe GET /readyz on port http (on_failure closed' "$r/external-memcached.val" &&
+    grep -q 'ok   readiness probe GET /healthz on port http (on_failure open' "$r/default.val" &&
+    pass "validator: readiness /readyz for external-memcached (on_failure closed), /healthz for default (open)" ||
+    failed "validator readiness checks missing"
+
+echo "== the memory limit holds server.max_connections unfinished request heads"
+# DEPLOY.md: max_connections x 460 KiB + 32 MiB <= resources.limits.memory; validate-manifests.mjs
+# computes it for every value set. The defaults and the production example, explicitly:
+for set in default production; do
+    line=$(grep '  ok   memory: ' "$r/$set.val" || true)
+    [[ -n $line ]] && pass "$set: ${line#*ok   }" || { failed "$set: memory rule"; grep 'memory' "$r/$set.val" || true; }
+done
+for args in "--set config.server.max_connections=2300" "--set resources.limits.memory=512Mi"; do
+    # shellcheck disable=SC2086  # word splitting of the helm arguments is intended
+    H template rl "$chart" --namespace rl-ci $args >"$work/mem.yaml" 2>&1 || true
+    node "$validator" "$work/mem.yaml" >"$work/mem.val" 2>&1 || true
+    grep -q 'FAIL memory: ' "$work/mem.val" && pass "the memory rule catches $args alone" ||
+        { failed "the memory rule missed $args"; grep memory "$work/mem.val" || true; }
+done
+
+echo "== a long release name"
+# Helm allows 53 characters; the memcached StatefulSet must stay <= 52 or it never gets pods.
+long=rl-a-release-name-of-fifty-three-characters-abcdefghi
+if [[ ${#long} -eq 53 ]] && H template "$long" "$chart" --namespace rl-ci >"$work/long.yaml" 2>"$work/long.err" &&
+    node "$validator" "$work/long.yaml" --config-out "$work/long.ratelimitd.yaml" >"$work/long.val" 2>&1 &&
+    "$bin" --check-config -c "$work/long.ratelimitd.yaml" >/dev/null 2>&1; then
+    sts=$(sed -n 's/.*ok   StatefulSet \([^ ]*\) name is \([0-9]*\) .*/\1 (\2 characters)/p' "$work/long.val")
+    pass "53-character release name: objects valid, StatefulSet $sts, servers name it, --check-config ok"
+else
+    failed "53-character release name"; cat "$work/long.err"; grep -v '  ok' "$work/long.val" || true
+fi
 
 echo "== checksum/config follows the config"
 sum() { sed -n 's/^checksum=//p' "$work/$1.val"; }
@@ -177,6 +262,15 @@ reject schema 'tls.port 70000' "tls/port.*maximum" --set tls.port=70000
 reject schema 'memcached.addressing: dns' "addressing.*(one of|enum)" --set memcached.addressing=dns
 reject schema 'memcached.hashPower: 8 (memcached needs >= 12)' "hashPower" --set memcached.hashPower=8
 reject schema 'memcached.requestsPerEvent: -1' "requestsPerEvent.*minimum" --set memcached.requestsPerEvent=-1
+for srv in h:0 h:99999 h:08080 h:11211:0 h:11211:1001 h:11211:9999; do
+    reject schema "externalMemcached server $srv (the daemon takes ports 1-65535, weights 1-1000)" "externalMemcached/servers" --set memcached.enabled=false --set "externalMemcached.servers[0]=$srv"
+done
+H template rl "$chart" --set memcached.enabled=false --set 'externalMemcached.servers={h:1,h:65535:1000,h}' >/dev/null 2>&1 &&
+    pass "accepted: servers h:1, h:65535:1000, h" || failed "refused: servers h:1, h:65535:1000, h"
+reject schema 'service.port 80 (the non-root container cannot bind it)' "service/port.*minimum" --set service.port=80
+reject schema 'tls.port 443 (the non-root container cannot bind it)' "tls/port.*minimum" --set tls.port=443
+reject schema 'fullnameOverride of 43 characters' "fullnameOverride" --set fullnameOverride=a-fullname-override-of-forty-three-chars-xy
+reject schema 'probes.readiness.path: /metrics' "readiness/path.*(one of|enum)" --set probes.readiness.path=/metrics
 reject chart 'memcached off and no external servers' "enable memcached .* or list externalMemcached.servers" --set memcached.enabled=false
 reject chart 'in-cluster and external memcached at once' "are exclusive" --set 'externalMemcached.servers[0]=10.0.0.1:11211'
 reject chart 'backend local with an HPA' "backend.type local counts per pod" --set config.backend.type=local
@@ -184,6 +278,17 @@ reject chart 'tls on without secretName' "tls.enabled needs tls.secretName" --se
 reject chart 'API key mapped to an unknown tier' "not in config.limits.tiers" --set config.limits.keys.k1=gold
 reject chart 'autoscaling min > max' "maxReplicas must be >= " --set autoscaling.minReplicas=9 --set autoscaling.maxReplicas=3
 reject chart 'terminationGracePeriodSeconds below the drain time' "must exceed preStopSleepSeconds" --set terminationGracePeriodSeconds=8
+reject chart 'PDB minAvailable 3 = HPA minReplicas 3' "minAvailable \(3\) must be below autoscaling.minReplicas \(3\)" --set podDisruptionBudget.minAvailable=3
+reject chart 'PDB minAvailable 4 = replicaCount 4 (no HPA)' "minAvailable \(4\) must be below replicaCount \(4\)" --set autoscaling.enabled=false --set replicaCount=4 --set podDisruptionBudget.minAvailable=4
+reject chart 'PDB minAvailable 100%' "minAvailable 100% of autoscaling.minReplicas" --set-string podDisruptionBudget.minAvailable=100%
+reject chart 'PDB minAvailable 67% of 3 pods (rounds up to 3)' "minAvailable 67% of autoscaling.minReplicas \(3\) rounds up" --set-string podDisruptionBudget.minAvailable=67%
+reject chart 'PDB maxUnavailable 0' "^Error.*podDisruptionBudget.maxUnavailable must be at least 1" --set podDisruptionBudget.maxUnavailable=0
+reject chart 'memcached PDB maxUnavailable 0' "memcached.podDisruptionBudget.maxUnavailable must be at least 1" --set memcached.podDisruptionBudget.maxUnavailable=0
+for args in "--set podDisruptionBudget.minAvailable=2" "--set-string podDisruptionBudget.minAvailable=66%" \
+    "--set podDisruptionBudget.enabled=false --set podDisruptionBudget.maxUnavailable=0"; do
+    # shellcheck disable=SC2086  # word splitting of the helm arguments is intended
+    H template rl "$chart" $args >/dev/null 2>&1 && pass "accepted: $args (evictions stay possible)" || failed "refused: $args"
+done
 
 echo "== the validator rejects what it must"
 cat >"$work/bad.yaml" <<'EOF'
@@ -205,9 +310,15 @@ apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
 metadata: {name: sm}
 spec: {selector: {}, endpoints: [{port: http, intreval: 15s}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: a-statefulset-name-of-fifty-three-characters-abcdefgh}
+spec: {serviceName: s, selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: i, args: []}]}}}
 EOF
 node "$validator" "$work/bad.yaml" >"$work/bad.val" 2>&1 || true
-for want in 'policy/v1beta1 is removed' 'Widget w: unknown apiVersion/kind' 'Deployment d schema' 'endpoints\[\].intreval unknown'; do
+for want in 'policy/v1beta1 is removed' 'Widget w: unknown apiVersion/kind' 'Deployment d schema' 'endpoints\[\].intreval unknown' \
+    'StatefulSet a-statefulset-name-of-fifty-three-characters-abcdefgh name is 53'; do
     grep -Eq "FAIL .*$want" "$work/bad.val" && pass "validator flags: $want" || { failed "validator missed: $want"; cat "$work/bad.val"; }
 done
 

@@ -12,8 +12,9 @@
 #      check (tests/deploy/lib/tf-wiring.py). NOT init/validate/plan.
 set -euo pipefail
 start=$SECONDS
-src=${RL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-bin=${RL_BINARY:-$src/build/ratelimitd}
+# absolute: the script changes directory below
+src=$(cd "${RL_SOURCE_DIR:-$(dirname "$0")/../..}" && pwd)
+bin=$(realpath -m "${RL_BINARY:-$src/build/ratelimitd}")
 export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
 if ! command -v terraform >/dev/null; then
     echo "SKIPPED: terraform is not installed (Debian has no package; HashiCorp's archive is not reachable here)"
@@ -72,28 +73,38 @@ else
     failed "validate"; cat "$work/validate.out"
 fi
 if timeout 300 terraform test -no-color >"$work/test.out" 2>&1; then
-    pass "ratelimitd-values: terraform test ($(grep -c '\.\.\. pass' "$work/test.out") runs pass: $(grep -o 'run "[a-z_]*"' "$work/test.out" | tr -d '"' | sed 's/run //' | tr '\n' ' '))"
+    pass "ratelimitd-values: terraform test ($(grep -c '^ *run "[a-z0-9_]*"\.\.\. pass' "$work/test.out") runs pass: $(grep -o 'run "[a-z0-9_]*"' "$work/test.out" | tr -d '"' | sed 's/run //' | tr '\n' ' '))"
 else
     failed "terraform test"; cat "$work/test.out"
 fi
 
 # 3. Terraform values -> chart.
 mkdir -p "$work/root"
+# v: the longest release name that needs no truncation (31 characters + -ratelimitd = 42, so
+# the StatefulSet is 52), non-default domain and ports; ext: external memcached, fixed
+# replicas; exs: existingConfigSecret, no key_hash_secret at all.
 cat >"$work/root/main.tf" <<TF
 module "v" {
-  source            = "$work/values"
-  release_name      = "tf"
-  namespace         = "gateway"
-  key_hash_secret   = "tf-test-secret-0123456789"
-  tiers             = { free = 10, premium = 100 }
-  api_keys          = { "k-1" = "premium" }
-  shutdown_grace_ms = 8000
+  source                    = "$work/values"
+  release_name              = "a-release-name-of-31-characters"
+  namespace                 = "gateway"
+  key_hash_secret           = "tf-test-secret-0123456789"
+  tiers                     = { free = 10, premium = 100 }
+  api_keys                  = { "k-1" = "premium" }
+  shutdown_grace_ms         = 8000
+  cluster_domain            = "corp.example"
+  service_port              = 9080
+  in_cluster_memcached_port = 11311
 }
 module "ext" {
   source            = "$work/values"
   key_hash_secret   = "tf-test-secret-0123456789"
   replicas          = { min = 2, max = 2 }
   memcached_servers = ["a.cache.amazonaws.com:11211", "b.cache.amazonaws.com:11211"]
+}
+module "exs" {
+  source                 = "$work/values"
+  existing_config_secret = "tf-ratelimitd-config"
 }
 output "values" { value = module.v.values_yaml }
 output "secret" {
@@ -105,40 +116,57 @@ output "ext_secret" {
   value     = module.ext.secret_values_yaml
   sensitive = true
 }
+output "exs_values" { value = module.exs.values_yaml }
+output "exs_secret" {
+  value     = module.exs.secret_values_yaml
+  sensitive = true
+}
 output "tgps" { value = module.v.termination_grace_period_seconds }
 output "servers" { value = join("\n", module.v.memcached_servers) }
+output "service" { value = module.v.service }
 TF
 cd "$work/root"
 if timeout 120 terraform init -backend=false -input=false -no-color >"$work/rinit.out" 2>&1 &&
     timeout 120 terraform apply -auto-approve -input=false -no-color -state="$work/root.tfstate" >"$work/apply.out" 2>&1; then
-    for o in values secret ext_values ext_secret tgps servers; do
+    for o in values secret ext_values ext_secret exs_values exs_secret tgps servers service; do
         terraform output -state="$work/root.tfstate" -raw $o >"$work/$o.yaml"
     done
     pass "values module applied in a provider-free root (outputs only)"
     tools=$(timeout 300 "$src/scripts/deploy-tools" helm node | tail -n 1)
     export RL_NODE_MODULES=$tools/node/node_modules
     export HELM_CACHE_HOME=$work/hc HELM_CONFIG_HOME=$work/hcf HELM_DATA_HOME=$work/hd
-    for set in "values secret" "ext_values ext_secret"; do
-        read -r v s <<<"$set"
+    for set in "values secret a-release-name-of-31-characters" "ext_values ext_secret ratelimitd" "exs_values exs_secret ratelimitd"; do
+        read -r v s release <<<"$set"
         expect=(--expect-netpol present)
         [[ $v == ext_values ]] && expect=(--expect-hpa absent --expect-netpol absent)
-        if timeout 60 "$tools/bin/helm" template tf "$src/helm/ratelimitd" --namespace gateway -f "$work/$v.yaml" -f "$work/$s.yaml" >"$work/$v.rendered" 2>"$work/$v.err" &&
+        [[ $v == exs_values ]] && expect=(--expect-netpol present --expect-config external --config-secret tf-ratelimitd-config --expect-readiness /healthz)
+        if timeout 60 "$tools/bin/helm" template "$release" "$src/helm/ratelimitd" --namespace gateway -f "$work/$v.yaml" -f "$work/$s.yaml" >"$work/$v.rendered" 2>"$work/$v.err" &&
             node "$src/tests/deploy/lib/validate-manifests.mjs" "$work/$v.rendered" --config-out "$work/$v.cfg" \
                 "${expect[@]}" >"$work/$v.val" 2>&1 &&
-            [[ $("$bin" --check-config -c "$work/$v.cfg" 2>&1) == ok ]]; then
-            pass "$v: chart accepts the Terraform values (schema, manifests, --check-config)"
+            { [[ $v == exs_values ]] || [[ $("$bin" --check-config -c "$work/$v.cfg" 2>&1) == ok ]]; }; then
+            pass "$v: chart accepts the Terraform values (schema, manifests$([[ $v == exs_values ]] && echo ", the existing Secret mounted" || echo ", --check-config"))"
         else
             failed "$v: chart rejected the Terraform values"; cat "$work/$v.err"; grep -v '  ok' "$work/$v.val" || true
         fi
     done
+    grep -q 'key_hash_secret' "$work/secret.yaml" && ! grep -q 'key_hash_secret\|keys' "$work/exs_secret.yaml" &&
+        pass "existing_config_secret: no key_hash_secret or API keys in the secret values ($(cat "$work/exs_secret.yaml")), so none in the state" ||
+        failed "existing_config_secret: secret values '$(cat "$work/exs_secret.yaml")'"
     # The memcached_servers output (what the example prints) = the servers the chart renders.
     rendered=$(node --input-type=module -e '
         const YAML = await import(process.env.RL_NODE_MODULES + "/yaml/dist/index.js");
         const fs = await import("node:fs");
         console.log(YAML.parse(fs.readFileSync(process.argv[1], "utf8")).backend.servers.join("\n"));' "$work/values.cfg" 2>&1 || true)
     [[ -n $rendered && $rendered == "$(cat "$work/servers.yaml")" ]] &&
-        pass "memcached_servers output = the servers in the chart's rendered config ($(wc -l <<<"$rendered"))" ||
+        pass "memcached_servers output = the servers in the chart's rendered config: $(head -n 1 <<<"$rendered") ... ($(wc -l <<<"$rendered"))" ||
         failed "memcached_servers: terraform '$(cat "$work/servers.yaml")' vs chart '$rendered'"
+    # The service output (the example's ratelimitd_endpoint) = the address the chart's own helm
+    # test pod uses (Service name, namespace, clusterDomain, service.port).
+    url=$("$tools/bin/helm" template a-release-name-of-31-characters "$src/helm/ratelimitd" --namespace gateway -f "$work/values.yaml" \
+        -f "$work/secret.yaml" --show-only templates/tests/test-limit.yaml 2>&1 | grep -A1 'name: URL$' | sed -n 's/.*value: "http:\/\/\(.*\)"/\1/p')
+    [[ -n $url && $url == "$(cat "$work/service.yaml")" ]] &&
+        pass "service output = the chart's Service address ($url)" ||
+        failed "service: terraform '$(cat "$work/service.yaml")' vs chart '$url'"
     want=$(cat "$work/tgps.yaml")
     got=$(sed -n 's/.*ok   terminationGracePeriodSeconds \([0-9]*\) .*/\1/p' "$work/values.val")
     [[ $want == "$got" ]] && pass "termination_grace_period_seconds output ($want) = chart's ($got)" ||

@@ -16,9 +16,49 @@
 {{- end -}}
 {{- end -}}
 
-{{/* The memcached StatefulSet and its headless Service; short enough for "-NN" pod names. */}}
+{{/*
+The memcached StatefulSet and its headless Service: at most 52 characters (fullname cut to 42
++ "-memcached"). A StatefulSet's pods carry controller-revision-hash = "<name>-<10-char hash>",
+a label value (<= 63 characters): with a longer name the controller never creates the pods.
+The per-node Services "<name>-N" stay well inside 63. terraform/modules/ratelimitd-values
+computes the same name.
+*/}}
 {{- define "ratelimitd.memcached.fullname" -}}
-{{- printf "%s-memcached" (include "ratelimitd.fullname" . | trunc 50 | trimSuffix "-") -}}
+{{- printf "%s-memcached" (include "ratelimitd.fullname" . | trunc 42 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The daemon's backend.type as the values give it ("memcached" when unset, as the chart renders it). */}}
+{{- define "ratelimitd.backendType" -}}
+{{- $backend := .Values.config.backend | default dict -}}
+{{- default "memcached" $backend.type -}}
+{{- end -}}
+
+{{/* "true" when the chart runs its own memcached StatefulSet. */}}
+{{- define "ratelimitd.memcached.inCluster" -}}
+{{- if and .Values.memcached.enabled (eq (include "ratelimitd.backendType" .) "memcached") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The readiness probe's path. probes.readiness.path when set; otherwise /healthz while
+config.backend.on_failure is open (the daemon's default when unset) and /readyz when closed.
+/readyz answers 503 while no memcached node answers: with on_failure open the pods still answer
+200 then, so taking every pod out of the Service would turn "fail open" into "no endpoints".
+Draining pods leave the endpoints either way (Kubernetes drops terminating pods; the daemon
+closes its listeners on SIGTERM).
+*/}}
+{{- define "ratelimitd.readinessPath" -}}
+{{- if .Values.probes.readiness.path -}}
+{{- .Values.probes.readiness.path -}}
+{{- else -}}
+{{- $backend := .Values.config.backend | default dict -}}
+{{- if eq (default "open" $backend.on_failure) "closed" -}}
+/readyz
+{{- else -}}
+/healthz
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "ratelimitd.chart" -}}
@@ -122,6 +162,31 @@ app.kubernetes.io/component: memcached
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) -}}
 {{- fail "autoscaling.maxReplicas must be >= autoscaling.minReplicas" -}}
+{{- end -}}
+{{- /* A PDB that allows no eviction at all makes every node drain hang (Kubernetes rounds both
+      fields' percentages up). */ -}}
+{{- if .Values.podDisruptionBudget.enabled -}}
+{{- $pdb := .Values.podDisruptionBudget -}}
+{{- $pods := ternary (int .Values.autoscaling.minReplicas) (int .Values.replicaCount) .Values.autoscaling.enabled -}}
+{{- $what := ternary "autoscaling.minReplicas" "replicaCount" .Values.autoscaling.enabled -}}
+{{- if not (kindIs "invalid" $pdb.minAvailable) -}}
+{{- if kindIs "string" $pdb.minAvailable -}}
+{{- $pct := int (trimSuffix "%" $pdb.minAvailable) -}}
+{{- if gt (mul $pct $pods) (mul 100 (sub $pods 1)) -}}
+{{- fail (printf "podDisruptionBudget.minAvailable %s of %s (%d) rounds up to all %d pods: no pod could ever be evicted and node drains would hang; lower it" $pdb.minAvailable $what $pods $pods) -}}
+{{- end -}}
+{{- else if ge (int $pdb.minAvailable) $pods -}}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below %s (%d): otherwise no pod could ever be evicted and node drains would hang" (int $pdb.minAvailable) $what $pods) -}}
+{{- end -}}
+{{- else if or (kindIs "invalid" $pdb.maxUnavailable) (eq (toString $pdb.maxUnavailable) "0") (eq (toString $pdb.maxUnavailable) "0%") -}}
+{{- fail "podDisruptionBudget.maxUnavailable must be at least 1 (or a percentage above 0%) when minAvailable is not set: 0 allows no eviction and node drains would hang" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (include "ratelimitd.memcached.inCluster" .) .Values.memcached.podDisruptionBudget.enabled -}}
+{{- $mu := .Values.memcached.podDisruptionBudget.maxUnavailable -}}
+{{- if or (kindIs "invalid" $mu) (eq (toString $mu) "0") (eq (toString $mu) "0%") -}}
+{{- fail "memcached.podDisruptionBudget.maxUnavailable must be at least 1 (or a percentage above 0%): 0 allows no eviction and node drains would hang" -}}
+{{- end -}}
 {{- end -}}
 {{- if .Values.terminationGracePeriodSeconds -}}
 {{- $needMs := add (mul (int .Values.preStopSleepSeconds) 1000) (int (default 5000 .Values.config.shutdown_grace_ms)) -}}

@@ -10,7 +10,10 @@ locals {
       repository = var.image.repository
       tag        = var.image.tag
     }
-    replicaCount = var.replicas.min
+    existingConfigSecret = var.existing_config_secret
+    clusterDomain        = var.cluster_domain
+    service              = { port = var.service_port }
+    replicaCount         = var.replicas.min
     autoscaling = {
       enabled                        = local.autoscaling
       minReplicas                    = var.replicas.min
@@ -33,6 +36,7 @@ locals {
     memcached = {
       enabled  = !local.external_memcache
       replicas = var.in_cluster_memcached_replicas
+      port     = var.in_cluster_memcached_port
     }
     externalMemcached = {
       servers = var.memcached_servers
@@ -58,22 +62,27 @@ locals {
   }
 
   # The secret part, merged by Helm on top of `values` (the chart then keeps the whole config
-  # in a Secret).
+  # in a Secret). Only what is set: with existing_config_secret there is nothing secret here.
+  # (jsondecode of strings: a conditional's two sides must have one type.)
   secret_values = {
-    config = {
-      backend = { key_hash_secret = var.key_hash_secret }
-      limits  = { keys = var.api_keys }
-    }
+    config = merge(
+      jsondecode(var.key_hash_secret == null ? "{}" : jsonencode({ backend = { key_hash_secret = var.key_hash_secret } })),
+      jsondecode(length(var.api_keys) == 0 ? "{}" : jsonencode({ limits = { keys = var.api_keys } })),
+    )
   }
 
   # What the pods will be able to reach: the chart's StatefulSet names or the external list.
-  # The chart's memcached fullname: "<fullname truncated to 50>-memcached"; by default each node
-  # sits behind its own ClusterIP Service "<that>-N" (memcached.addressing = service).
-  memcached_fullname = "${trimsuffix(substr(local.fullname, 0, 50), "-")}-memcached"
+  # The chart's memcached fullname: "<fullname truncated to 42>-memcached" (<= 52 characters, a
+  # StatefulSet's limit; release_name's validation keeps fullname within 42, so nothing is cut);
+  # by default each node sits behind its own ClusterIP Service "<that>-N" (memcached.addressing
+  # = service). Domain and port are the chart values set above.
+  memcached_fullname = "${trimsuffix(substr(local.fullname, 0, 42), "-")}-memcached"
   memcached_servers = local.external_memcache ? var.memcached_servers : [
     for i in range(var.in_cluster_memcached_replicas) :
-    "${local.memcached_fullname}-${i}.${var.namespace}.svc.cluster.local:11211"
+    "${local.memcached_fullname}-${i}.${var.namespace}.svc.${var.cluster_domain}:${var.in_cluster_memcached_port}"
   ]
+  # The ratelimitd Service, as the chart names it, on the service.port set above.
+  service = "${local.fullname}.${var.namespace}.svc.${var.cluster_domain}:${var.service_port}"
   # The chart's default: preStop sleep 5 s + ceil(shutdown_grace_ms / 1000) + 5 s margin.
   termination_grace_period_seconds = 5 + ceil(var.shutdown_grace_ms / 1000) + 5
 }

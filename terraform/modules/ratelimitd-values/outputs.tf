@@ -19,6 +19,16 @@ output "secret_values_yaml" {
   sensitive   = true
 }
 
+output "memcached_fullname" {
+  description = "Name of the chart's memcached StatefulSet (and headless Service) for this release."
+  value       = local.memcached_fullname
+}
+
+output "service" {
+  description = "In-cluster host:port of the ratelimitd Service (HTTP/1.1 and h2c), from release_name, namespace, cluster_domain and service_port."
+  value       = local.service
+}
+
 output "memcached_servers" {
   description = "The memcached nodes ratelimitd will use, as host:port."
   value       = local.memcached_servers

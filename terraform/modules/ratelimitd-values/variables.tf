@@ -1,10 +1,13 @@
 variable "release_name" {
-  description = "Helm release name; also the prefix of every Kubernetes object name."
+  description = "Helm release name; also the prefix of every Kubernetes object name (<release>-ratelimitd unless it contains \"ratelimitd\")."
   type        = string
   default     = "ratelimitd"
   validation {
-    condition     = can(regex("^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", var.release_name))
-    error_message = "release_name must be a DNS-1123 label of at most 40 characters."
+    # The chart's object names are <release>-ratelimitd (or the release name when it contains
+    # "ratelimitd"); at most 42 characters keep the memcached StatefulSet, <that>-memcached,
+    # within the 52 a StatefulSet may have, with no truncation.
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", var.release_name)) && length(strcontains(var.release_name, "ratelimitd") ? var.release_name : "${var.release_name}-ratelimitd") <= 42
+    error_message = "release_name must be a DNS-1123 label of at most 40 characters, and at most 31 unless it contains \"ratelimitd\" (object names <release>-ratelimitd-memcached must stay within 52 characters)."
   }
 }
 
@@ -83,6 +86,10 @@ variable "api_keys" {
     condition     = alltrue([for k, t in var.api_keys : can(regex("^[\\x21-\\x7e]{1,256}$", k)) && contains(keys(var.tiers), t)])
     error_message = "api_keys: keys are 1-256 printable ASCII bytes without spaces, and every tier must exist in var.tiers."
   }
+  validation {
+    condition     = var.existing_config_secret == "" || length(var.api_keys) == 0
+    error_message = "api_keys must be empty with existing_config_secret: the Secret's file lists the keys (the chart would ignore these)."
+  }
 }
 
 variable "unknown_keys" {
@@ -96,12 +103,23 @@ variable "unknown_keys" {
 }
 
 variable "key_hash_secret" {
-  description = "Keys the hash of API keys in memcached; identical on every pod, at least 16 characters."
+  description = "Keys the hash of API keys in memcached; identical on every pod, at least 16 characters. Leave null with existing_config_secret (its file holds it), so it is not in the state."
   type        = string
+  default     = null
   sensitive   = true
   validation {
-    condition     = length(var.key_hash_secret) >= 16
-    error_message = "key_hash_secret must be at least 16 characters."
+    condition     = var.existing_config_secret == "" ? length(var.key_hash_secret == null ? "" : var.key_hash_secret) >= 16 : var.key_hash_secret == null
+    error_message = "key_hash_secret must be at least 16 characters; with existing_config_secret leave it null (the Secret's file holds it, the chart would ignore it)."
+  }
+}
+
+variable "existing_config_secret" {
+  description = "Name of a Secret you manage holding the complete ratelimitd.yaml (key ratelimitd.yaml); keeps key_hash_secret and API keys out of the state. Empty = the chart renders the config."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.existing_config_secret == "" || can(regex("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", var.existing_config_secret))
+    error_message = "existing_config_secret must be empty or a Kubernetes object name."
   }
 }
 
@@ -110,8 +128,39 @@ variable "memcached_servers" {
   type        = list(string)
   default     = []
   validation {
-    condition     = alltrue([for s in var.memcached_servers : can(regex("^[A-Za-z0-9_.-]+:[0-9]{1,5}(:[0-9]{1,4})?$", s))]) && length(distinct(var.memcached_servers)) == length(var.memcached_servers)
-    error_message = "memcached_servers: distinct host:port[:weight] strings."
+    # As the daemon reads them: port 1-65535, weight 1-1000, no leading zeros.
+    condition     = alltrue([for s in var.memcached_servers : can(regex("^[A-Za-z0-9_.-]{1,253}:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(:([1-9][0-9]{0,2}|1000))?$", s))]) && length(distinct(var.memcached_servers)) == length(var.memcached_servers)
+    error_message = "memcached_servers: distinct host:port[:weight] strings (port 1-65535, weight 1-1000)."
+  }
+}
+
+variable "in_cluster_memcached_port" {
+  description = "Port of the chart's memcached nodes (chart value memcached.port)."
+  type        = number
+  default     = 11211
+  validation {
+    condition     = var.in_cluster_memcached_port >= 1 && var.in_cluster_memcached_port <= 65535 && floor(var.in_cluster_memcached_port) == var.in_cluster_memcached_port
+    error_message = "in_cluster_memcached_port must be a whole number in 1..65535."
+  }
+}
+
+variable "service_port" {
+  description = "ratelimitd's cleartext port (HTTP/1.1 and h2c): the Service's and the container's (chart value service.port)."
+  type        = number
+  default     = 8080
+  validation {
+    condition     = var.service_port >= 1024 && var.service_port <= 65535 && floor(var.service_port) == var.service_port
+    error_message = "service_port must be a whole number in 1024..65535 (the non-root container binds it)."
+  }
+}
+
+variable "cluster_domain" {
+  description = "The cluster's DNS domain, for the in-cluster names (chart value clusterDomain)."
+  type        = string
+  default     = "cluster.local"
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", var.cluster_domain))
+    error_message = "cluster_domain must be a DNS name such as cluster.local."
   }
 }
 
@@ -180,5 +229,7 @@ variable "resources" {
     memory_request = string
     memory_limit   = string
   })
-  default = { cpu_request = "250m", memory_request = "64Mi", memory_limit = "256Mi" }
+  # memory_limit: the chart's server.max_connections (2000) x 460 KiB per unfinished request
+  # head + 32 MiB = 930 MiB (docs/DEPLOY.md, sizing ratelimitd's memory).
+  default = { cpu_request = "250m", memory_request = "64Mi", memory_limit = "1Gi" }
 }

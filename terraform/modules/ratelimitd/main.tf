@@ -12,8 +12,12 @@ module "values" {
   api_keys                      = var.api_keys
   unknown_keys                  = var.unknown_keys
   key_hash_secret               = var.key_hash_secret
+  existing_config_secret        = var.existing_config_secret
   memcached_servers             = var.memcached_servers
   in_cluster_memcached_replicas = var.in_cluster_memcached_replicas
+  in_cluster_memcached_port     = var.in_cluster_memcached_port
+  service_port                  = var.service_port
+  cluster_domain                = var.cluster_domain
   on_failure                    = var.on_failure
   backend_timeout_ms            = var.backend_timeout_ms
   shutdown_grace_ms             = var.shutdown_grace_ms
@@ -28,7 +32,9 @@ resource "helm_release" "ratelimitd" {
   create_namespace = var.create_namespace
   chart            = coalesce(var.chart_path, "${path.module}/../../../helm/ratelimitd")
 
-  # The chart's values.schema.json validates these again at plan/apply time.
+  # The chart's values.schema.json validates these again at plan/apply time. extra_values must
+  # not override service.port, clusterDomain or memcached.port: the outputs are derived from
+  # the variables of the same meaning.
   values = [
     module.values.values_yaml,
     module.values.secret_values_yaml,

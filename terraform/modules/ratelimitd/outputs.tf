@@ -10,7 +10,7 @@ output "namespace" {
 
 output "service" {
   description = "In-cluster host:port of the ratelimitd Service (HTTP/1.1 and h2c)."
-  value       = "${module.values.fullname}.${var.namespace}.svc.cluster.local:8080"
+  value       = module.values.service
 }
 
 output "memcached_servers" {

@@ -15,7 +15,7 @@ variable "create_namespace" {
 }
 
 variable "release_name" {
-  description = "Helm release name (DNS-1123 label, at most 40 characters)."
+  description = "Helm release name (DNS-1123 label, at most 40 characters; at most 31 unless it contains \"ratelimitd\")."
   type        = string
   default     = "ratelimitd"
 }
@@ -57,7 +57,9 @@ variable "resources" {
     memory_request = string
     memory_limit   = string
   })
-  default = { cpu_request = "250m", memory_request = "64Mi", memory_limit = "256Mi" }
+  # memory_limit: room for the chart's server.max_connections (2000) unfinished request heads,
+  # 2000 x 460 KiB + 32 MiB = 930 MiB (docs/DEPLOY.md).
+  default = { cpu_request = "250m", memory_request = "64Mi", memory_limit = "1Gi" }
 }
 
 variable "default_limit" {
@@ -86,15 +88,40 @@ variable "unknown_keys" {
 }
 
 variable "key_hash_secret" {
-  description = "Keys the hash of API keys in memcached; the same on every pod, at least 16 characters. Secret."
+  description = "Keys the hash of API keys in memcached; the same on every pod, at least 16 characters. Secret. Leave null with existing_config_secret (then it is not in the state)."
   type        = string
+  default     = null
   sensitive   = true
+}
+
+variable "existing_config_secret" {
+  description = "Name of a Secret you manage (External Secrets, sealed-secrets) holding the complete ratelimitd.yaml under the key ratelimitd.yaml; empty = the chart renders the config from these variables."
+  type        = string
+  default     = ""
 }
 
 variable "memcached_servers" {
   description = "External memcached nodes host:port[:weight] (e.g. ElastiCache node endpoints); empty = the chart's own memcached StatefulSet."
   type        = list(string)
   default     = []
+}
+
+variable "in_cluster_memcached_port" {
+  description = "Port of the chart's memcached nodes (when memcached_servers is empty)."
+  type        = number
+  default     = 11211
+}
+
+variable "service_port" {
+  description = "ratelimitd's cleartext port (HTTP/1.1 and h2c), Service and container (1024-65535)."
+  type        = number
+  default     = 8080
+}
+
+variable "cluster_domain" {
+  description = "The cluster's DNS domain, for the in-cluster names in the outputs and the chart's memcached node names."
+  type        = string
+  default     = "cluster.local"
 }
 
 variable "in_cluster_memcached_replicas" {

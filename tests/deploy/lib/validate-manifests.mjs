@@ -3,6 +3,7 @@
 //   node validate-manifests.mjs RENDERED.yaml [--config-out FILE] [--expect-hpa present|absent]
 //        [--expect-netpol present|absent] [--expect-tls on|off] [--expect-servicemonitor present|absent]
 //        [--expect-pdb present|absent] [--expect-config external --config-secret NAME]
+//        [--expect-readiness /healthz|/readyz]   (default: from the rendered config's on_failure)
 //
 // Needs RL_NODE_MODULES = a node_modules dir holding kubernetes-models@5.1.0 and yaml@2
 // (scripts/deploy-tools installs them). Prints one line per check; exits 1 on any failure.
@@ -108,6 +109,24 @@ for (const o of objs) {
 
 // ---- chart invariants ----
 const by = (kind) => objs.filter((o) => o.kind === kind);
+
+// Name lengths the API server accepts but that break later: a StatefulSet's pods carry
+// controller-revision-hash = "<name>-<10-character hash>" (a label value, <= 63), so a name over
+// 52 characters gets no pods; Service names are DNS-1035 labels (<= 63).
+for (const o of by('StatefulSet'))
+    check(o.metadata.name.length <= 52, `StatefulSet ${o.metadata.name} name is ${o.metadata.name.length} <= 52 characters (its pods' controller-revision-hash label must fit 63)`);
+const longSvc = by('Service').filter((o) => o.metadata.name.length > 63).map((o) => o.metadata.name);
+check(longSvc.length === 0, `Service names <= 63 characters${longSvc.length ? ': ' + longSvc.join(', ') : ''}`);
+
+// Kubernetes memory quantity -> bytes (undefined when absent or unparsable).
+function bytes(q) {
+    if (q === undefined || q === null) return undefined;
+    const m = /^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$/.exec(String(q));
+    if (!m) return undefined;
+    const mult = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18, m: 1e-3 };
+    return Number(m[1]) * (m[2] ? mult[m[2]] : 1);
+}
+const spreadHonorsTaints = (spec) => (spec.topologySpreadConstraints || []).every((t) => t.nodeTaintsPolicy === 'Honor');
 const deps = by('Deployment');
 check(deps.length === 1, 'exactly one Deployment');
 const dep = deps[0];
@@ -151,13 +170,37 @@ if (dep) {
     const ports = Object.fromEntries((ctr.ports || []).map((p) => [p.name, p.containerPort]));
     if (!externalConfig) check(ports.http === cfg.listen?.[0]?.port, `container port http = config listen port ${cfg.listen?.[0]?.port}`);
     check(ctr.livenessProbe?.httpGet?.path === '/healthz' && ctr.livenessProbe.httpGet.port === 'http', 'liveness probe GET /healthz on port http');
-    check(ctr.readinessProbe?.httpGet?.path === '/readyz' && ctr.readinessProbe.httpGet.port === 'http', 'readiness probe GET /readyz on port http');
+    // /readyz is 503 while no memcached node answers: with on_failure open (the daemon's
+    // default) the pods still answer 200 then and must stay in the Service.
+    const onFailure = cfg.backend?.on_failure ?? 'open';
+    const wantReady = opts['expect-readiness'] ?? (onFailure === 'closed' ? '/readyz' : '/healthz');
+    check(ctr.readinessProbe?.httpGet?.path === wantReady && ctr.readinessProbe.httpGet.port === 'http',
+        `readiness probe GET ${wantReady} on port http (on_failure ${externalConfig ? 'in the existing Secret' : onFailure}; got ${ctr.readinessProbe?.httpGet?.path})`);
+    // DEPLOY.md: an unfinished HTTP/1.1 head holds about 460 KiB until idle_timeout_ms; keep
+    // max_connections x 460 KiB + 32 MiB under the memory limit.
+    if (externalConfig) ok('memory rule not checked: server.max_connections is in the existing Secret');
+    else {
+        const conns = cfg.server?.max_connections ?? 10000;
+        const need = conns * 460 * 1024 + 32 * 2 ** 20;
+        const limit = bytes(ctr.resources?.limits?.memory);
+        check(limit !== undefined && need <= limit,
+            `memory: server.max_connections ${conns} x 460 KiB + 32 MiB = ${Math.ceil(need / 2 ** 20)} MiB <= limits.memory ${ctr.resources?.limits?.memory} (${limit === undefined ? '?' : Math.floor(limit / 2 ** 20)} MiB)`);
+    }
+    // The local store counts per pod: a surge pod next to the old one would double the limit.
+    const strategy = dep.spec.strategy || {};
+    if (cfg.backend?.type === 'local')
+        check(strategy.type === 'Recreate' || (strategy.rollingUpdate?.maxSurge === 0 && strategy.type === 'RollingUpdate'),
+            `local backend: no surge pod during updates (strategy ${strategy.type})`);
+    else if (!externalConfig || strategy.type === 'RollingUpdate')
+        check(strategy.type === 'RollingUpdate' && strategy.rollingUpdate?.maxUnavailable === 0,
+            `shared backend: rolling updates with maxUnavailable 0 (strategy ${strategy.type})`);
     check(ctr.resources?.requests?.cpu !== undefined, 'cpu request set (the HPA needs it)');
     const sum = dep.spec.template.metadata?.annotations?.['checksum/config'];
     check(/^[0-9a-f]{64}$/.test(sum || ''), 'checksum/config annotation is a sha256');
     if (sum) console.log(`checksum=${sum}`);
     const keys = (pod.topologySpreadConstraints || []).map((t) => t.topologyKey).sort();
     check(JSON.stringify(keys) === '["kubernetes.io/hostname","topology.kubernetes.io/zone"]', 'topologySpreadConstraints over zone and hostname');
+    check(keys.length > 0 && spreadHonorsTaints(pod), 'topologySpreadConstraints skip nodes whose taints the pods do not tolerate (nodeTaintsPolicy Honor)');
     const cfgVol = (pod.volumes || []).find((v) => v.name === 'config');
     if (externalConfig) check(cfgVol && cfgVol.secret?.secretName === opts['config-secret'], `config volume mounts the Secret ${opts['config-secret']}`);
     else check(cfgVol && (cfgVol.secret?.secretName === cfgHolders[0]?.metadata.name || cfgVol.configMap?.name === cfgHolders[0]?.metadata.name),
@@ -207,6 +250,7 @@ if (sts) {
     check(hsvc && hsvc.spec.clusterIP === 'None', 'memcached Service is headless (clusterIP None)');
     const args = sts.spec.template.spec.containers[0].args.join(' ');
     check(/-m \d+/.test(args) && /-c \d+/.test(args) && /-U 0/.test(args), `memcached args -m -c -U 0 (${args})`);
+    check(spreadHonorsTaints(sts.spec.template.spec), 'memcached topologySpreadConstraints: nodeTaintsPolicy Honor');
     check(hsvc && hsvc.spec.publishNotReadyAddresses === true, 'headless Service publishes not-ready pods (names resolve while memcached starts)');
     const servers = cfg.backend?.servers || [];
     const ns = sts.metadata.namespace;
