@@ -28,8 +28,8 @@ rl_ring_t *rl_ring_create(const rl_node_config_t *nodes, size_t num_nodes, const
 
 /*
  * Index (into the `nodes` given to rl_ring_create) of the node owning `key` (`len` bytes: the
- * group key that places a counter, see rl_counter_key_t), or -1 when no node is live. Pure and non-blocking (a binary search over
- * the continuum): safe on an event loop.
+ * group key that places a counter, see rl_counter_key_t), or -1 when no node is live. Pure and
+ * non-blocking (a binary search over the continuum): safe on an event loop.
  */
 int rl_ring_lookup(const rl_ring_t *ring, const char *key, size_t len);
 
