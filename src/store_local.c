@@ -6,22 +6,22 @@
  * Layout. The table is cut into shards (up to 256, a power of two), each behind its own mutex:
  * two threads contend only when they count keys of the same shard at the same instant, and a
  * lock is held for one lookup, never across a callback. Each shard is a fixed array of
- * {hash, window, count} slots. A key may live in either of two probe ranges of
- * RL_LOCAL_MAX_PROBE slots, and a new counter goes to the range with more room: with one range,
- * clusters turned keys away from a table only 45 % full. All memory (1.5 slots per
+ * {hash, window, count} slots cut into buckets of RL_LOCAL_BUCKET_SLOTS (8 cache lines). A key
+ * may live in either of two buckets, and a new counter goes to the one with more room; a single
+ * probe range per key turned keys away from a table only 45 % full. All memory (1.5 slots per
  * backend.local_max_keys) is allocated at create, so memory is bounded whatever the key count.
  *
  * Placement is secret. The key hash is public when key_hash_secret is (it is empty by default),
- * so shard and ranges come from a second SipHash of it under a random key drawn at create:
- * nobody can choose API keys that fill one key's ranges and leave it without room. No other
+ * so shard and buckets come from a second SipHash of it under a random key drawn at create:
+ * nobody can choose API keys that fill one key's buckets and leave it without room. No other
  * process has to agree on where a key lives, since a local store is never shared.
  *
  * Reclaiming. Slots are never emptied. A counter of a window older than the one being counted
  * is dead (so is one stamped far ahead, see rl_window_is_dead), and a new counter
- * overwrites an unused slot or else the oldest dead one of its range. So there is no sweeper,
- * and the previous window's counters survive as long as their range has anything older: a
+ * overwrites an unused slot or else the oldest dead one of its bucket. So there is no sweeper,
+ * and the previous window's counters survive as long as their bucket has anything older: a
  * request decided at x.999 s and counted at (x+1).000 s still finds its counter. When both
- * ranges hold only live counters, the increment fails with RL_ERR_STORE_FULL, which the handler
+ * buckets hold only live counters, the increment fails with RL_ERR_STORE_FULL, which the handler
  * answers as `on_failure` says, like a backend failure; it is never counted in a wrong slot.
  */
 #include <errno.h>
@@ -38,12 +38,12 @@
 /* Fewer, larger shards for small stores, so one shard's share of a window's keys stays well
  * below its size and probe ranges do not fill by chance. */
 #define RL_LOCAL_MIN_SHARD_SLOTS 256
-#define RL_LOCAL_MAX_PROBE 32
+#define RL_LOCAL_BUCKET_SLOTS 16
 /*
- * Slots per counter, as a fraction. In simulations of a full window (every one of
- * local_max_keys keys placed at random, two ranges of 32), this headroom turned one key away in
- * 12 of 300,000 stores of 1,024 keys (always past the 980th), 22 of 100,000 of 4,096, and 1 of
- * 200 of 65,536 or of 131,072; with 1.25 slots it was a few keys per million.
+ * Slots per counter, as a fraction. Simulated full windows (local_max_keys keys placed at random,
+ * each into the emptier of its two buckets of 16) turned no key away in 100,000 stores of 1,024
+ * keys, 2,000 of 65,536 and 100 of 1,048,576. Buckets of 8 turned one key away in 2 of 50 stores
+ * of 1,048,576; two overlapping ranges of 32 slots, in 12 of 300,000 stores of 1,024.
  */
 #define RL_LOCAL_SLOTS_NUM 3
 #define RL_LOCAL_SLOTS_DEN 2
@@ -64,8 +64,8 @@ typedef struct st_rl_local_store_t {
     rl_store_t super;
     rl_local_shard_t *shards;
     size_t shard_mask;
-    uint32_t shard_slots; /* slots per shard */
-    uint32_t max_probe;
+    uint32_t shard_buckets; /* buckets per shard */
+    void *memory;           /* the slots' allocation; `slots` is its first cache-line boundary */
     rl_local_slot_t *slots;
     rl_hash_secret_t placement_key; /* random, drawn at create */
 } rl_local_store_t;
@@ -75,13 +75,13 @@ typedef struct st_rl_local_thread_t {
     rl_metrics_thread_t *metrics; /* may be NULL */
 } rl_local_thread_t;
 
-/* Where a key may live: its shard and the first slots of its two probe ranges. */
+/* Where a key may live: its shard and its two buckets there. */
 typedef struct st_rl_local_place_t {
     rl_local_shard_t *shard;
-    uint32_t home[2];
+    rl_local_slot_t *bucket[2];
 } rl_local_place_t;
 
-/* Room in one probe range for a new counter. */
+/* Room in one bucket for a new counter. */
 typedef struct st_rl_local_room_t {
     rl_local_slot_t *victim; /* the slot to claim: unused first, then the oldest dead; NULL = none */
     uint32_t num_free;       /* unused or dead slots */
@@ -110,8 +110,8 @@ static void place(const rl_local_store_t *store, const rl_keyhash_t *hash, rl_lo
     rl_apikey_hash(&store->placement_key, (const char *)hash->bytes, sizeof(hash->bytes), &mixed);
     uint64_t low = hash_word(&mixed, 0), high = hash_word(&mixed, 8);
     out->shard = &store->shards[low & store->shard_mask];
-    out->home[0] = scale(low >> 32, store->shard_slots);
-    out->home[1] = scale(high >> 32, store->shard_slots);
+    out->bucket[0] = out->shard->slots + (size_t)scale(low >> 32, store->shard_buckets) * RL_LOCAL_BUCKET_SLOTS;
+    out->bucket[1] = out->shard->slots + (size_t)scale(high >> 32, store->shard_buckets) * RL_LOCAL_BUCKET_SLOTS;
 }
 
 /* Order in which free slots are claimed, lowest first: unused, then stamped ahead by a clock
@@ -123,15 +123,14 @@ static inline int64_t claim_order(const rl_local_slot_t *slot, int64_t window)
     return slot->window;
 }
 
-/* Shard lock held: the slot counting (hash, window) in the range starting at `at`, or NULL and
- * the range's room for a new counter. */
-static rl_local_slot_t *scan_range(const rl_local_store_t *store, rl_local_slot_t *slots, uint32_t at,
-                                   const rl_keyhash_t *hash, int64_t window, rl_local_room_t *room)
+/* Shard lock held: the slot counting (hash, window) in `bucket`, or NULL and the bucket's room
+ * for a new counter. */
+static rl_local_slot_t *scan_bucket(rl_local_slot_t *bucket, const rl_keyhash_t *hash, int64_t window,
+                                    rl_local_room_t *room)
 {
     room->victim = NULL;
     room->num_free = 0;
-    for (uint32_t i = 0; i != store->max_probe; ++i) {
-        rl_local_slot_t *slot = &slots[at];
+    for (rl_local_slot_t *slot = bucket; slot != bucket + RL_LOCAL_BUCKET_SLOTS; ++slot) {
         if (slot->count != 0 && slot->window == window &&
             memcmp(slot->hash.bytes, hash->bytes, sizeof(hash->bytes)) == 0)
             return slot;
@@ -140,22 +139,19 @@ static rl_local_slot_t *scan_range(const rl_local_store_t *store, rl_local_slot_
             if (room->victim == NULL || claim_order(slot, window) < claim_order(room->victim, window))
                 room->victim = slot;
         }
-        if (++at == store->shard_slots)
-            at = 0;
     }
     return NULL;
 }
 
 /*
- * Shard lock held: returns the slot counting (hash, window), claiming one in the range with more
- * room if it is not there yet, or NULL when neither range has a free slot.
+ * Shard lock held: returns the slot counting (hash, window), claiming one in the bucket with more
+ * room if it is not there yet, or NULL when neither bucket has a free slot.
  */
-static rl_local_slot_t *find_or_claim(const rl_local_store_t *store, const rl_local_place_t *place,
-                                      const rl_keyhash_t *hash, int64_t window)
+static rl_local_slot_t *find_or_claim(const rl_local_place_t *place, const rl_keyhash_t *hash, int64_t window)
 {
     rl_local_room_t room[2];
-    for (size_t r = 0; r != 2; ++r) {
-        rl_local_slot_t *slot = scan_range(store, place->shard->slots, place->home[r], hash, window, &room[r]);
+    for (size_t b = 0; b != 2; ++b) {
+        rl_local_slot_t *slot = scan_bucket(place->bucket[b], hash, window, &room[b]);
         if (slot != NULL)
             return slot;
     }
@@ -168,14 +164,14 @@ static rl_local_slot_t *find_or_claim(const rl_local_store_t *store, const rl_lo
     return victim;
 }
 
-/* Counts one request; returns the new count, or 0 when the key's ranges have no room. */
+/* Counts one request; returns the new count, or 0 when the key's buckets have no room. */
 static uint32_t count_one(rl_local_store_t *store, const rl_keyhash_t *hash, int64_t window)
 {
     rl_local_place_t where;
     place(store, hash, &where);
     uint32_t value = 0;
     pthread_mutex_lock(&where.shard->lock);
-    rl_local_slot_t *slot = find_or_claim(store, &where, hash, window);
+    rl_local_slot_t *slot = find_or_claim(&where, hash, window);
     if (slot != NULL) {
         /* saturate: a wrap to 0 would both admit and mark the slot unused */
         if (slot->count != UINT32_MAX)
@@ -246,7 +242,7 @@ static void destroy(rl_store_t *super)
             pthread_mutex_destroy(&store->shards[i].lock);
     }
     free(store->shards);
-    free(store->slots);
+    free(store->memory);
     free(store);
 }
 
@@ -292,21 +288,25 @@ rl_store_t *rl_store_local_create(const rl_config_t *config, char *err, size_t e
         (capacity % RL_LOCAL_SLOTS_DEN * RL_LOCAL_SLOTS_NUM + RL_LOCAL_SLOTS_DEN - 1) / RL_LOCAL_SLOTS_DEN;
     size_t num_shards = num_shards_for(num_slots);
     store->shard_mask = num_shards - 1;
-    /* rounded up so the total is never below the headroom asked for (at most num_shards - 1 more) */
-    store->shard_slots = (uint32_t)((num_slots + num_shards - 1) / num_shards);
-    store->max_probe = store->shard_slots < RL_LOCAL_MAX_PROBE ? store->shard_slots : RL_LOCAL_MAX_PROBE;
+    /* rounded up so the total is never below the headroom asked for */
+    size_t per_shard = (num_slots + num_shards - 1) / num_shards;
+    store->shard_buckets = (uint32_t)((per_shard + RL_LOCAL_BUCKET_SLOTS - 1) / RL_LOCAL_BUCKET_SLOTS);
+    size_t shard_slots = (size_t)store->shard_buckets * RL_LOCAL_BUCKET_SLOTS;
 
-    /* calloc: the pages of a large, mostly idle table stay untouched until used */
-    store->slots = calloc(num_shards * (size_t)store->shard_slots, sizeof(rl_local_slot_t));
+    /* calloc: the pages of a large, mostly idle table stay untouched until used; one cache line
+     * more, so that buckets start on a line */
+    store->memory = calloc(num_shards * shard_slots * sizeof(rl_local_slot_t) + RL_LOCAL_CACHE_LINE, 1);
     store->shards = aligned_alloc(RL_LOCAL_CACHE_LINE, num_shards * sizeof(rl_local_shard_t));
-    if (store->slots == NULL || store->shards == NULL) {
+    if (store->memory == NULL || store->shards == NULL) {
         free(store->shards);
         store->shards = NULL;
         goto nomem;
     }
+    store->slots = (rl_local_slot_t *)(((uintptr_t)store->memory + RL_LOCAL_CACHE_LINE - 1) &
+                                       ~(uintptr_t)(RL_LOCAL_CACHE_LINE - 1));
     for (size_t i = 0; i != num_shards; ++i) {
         pthread_mutex_init(&store->shards[i].lock, NULL);
-        store->shards[i].slots = store->slots + i * store->shard_slots;
+        store->shards[i].slots = store->slots + i * shard_slots;
     }
     return &store->super;
 
