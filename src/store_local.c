@@ -36,7 +36,7 @@
 
 #define RL_LOCAL_MAX_SHARDS 256
 /* Fewer, larger shards for small stores, so one shard's share of a window's keys stays well
- * below its size and probe ranges do not fill by chance. */
+ * below its size and buckets do not fill by chance. */
 #define RL_LOCAL_MIN_SHARD_SLOTS 256
 #define RL_LOCAL_BUCKET_SLOTS 16
 /*
