@@ -157,7 +157,8 @@ static void on_counted(void *cbdata, int status, uint64_t value)
     }
     rl_decision_t decision = rl_decide(value, ctx->limit.limit, &ctx->window);
     if (!decision.allowed)
-        rl_deny_cache_add(ctx->worker->deny_cache, &ctx->hash, ctx->window.window);
+        rl_deny_cache_add(ctx->worker->deny_cache, &ctx->hash, ctx->window.window,
+                          rl_window_at(rl_now_wall_ms()).window);
     count(ctx->worker, decision.allowed ? RL_OUTCOME_ALLOWED : RL_OUTCOME_LIMITED);
     send_decision(req, &ctx->limit, &ctx->window, &decision);
 }

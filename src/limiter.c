@@ -140,8 +140,10 @@ static inline int64_t eviction_age(const rl_deny_entry_t *entry, int64_t window)
     return entry->window > window + RL_WINDOW_MAX_AHEAD ? RL_DENY_CACHE_UNUSED : entry->window;
 }
 
-void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window)
+void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window, int64_t current)
 {
+    if (window < current)
+        return;
     if (rl_window_is_dead(cache->newest_window, window))
         cache->newest_window = window;
     rl_deny_set_t *set = &cache->sets[set_index(cache, hash)];

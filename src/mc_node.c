@@ -23,8 +23,8 @@
  * reconnect of such a node first looks the name up again on h2o's resolver threads
  * (h2o_hostinfo_getaddr: a loop thread never blocks in DNS) and connects to the answer. The node
  * stays CLOSED meanwhile, so requests for it fail fast as during any reconnect. A lookup that fails
- * is a failure like a refused connect. The first connect uses the start-up resolution, and IP
- * literals are never looked up.
+ * is a failure like a refused connect. The first connect uses the start-up resolution (or looks
+ * the name up, if it did not resolve at start-up), and IP literals are never looked up again.
  */
 #include <netdb.h>
 #include <stdio.h>

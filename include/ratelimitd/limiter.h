@@ -61,6 +61,12 @@ typedef struct st_rl_deny_cache_t rl_deny_cache_t;
 rl_deny_cache_t *rl_deny_cache_create(size_t slots);
 void rl_deny_cache_destroy(rl_deny_cache_t *cache);
 bool rl_deny_cache_contains(const rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window);
-void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window);
+/*
+ * Caches that `hash` was denied in `window`. `current` is the window of the wall clock now: the
+ * denial of a window that has ended is dropped, since no request will ask for it (and one that
+ * comes several windows late, as a timeout_ms of up to a minute allows, must not look like a clock
+ * that was set back).
+ */
+void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window, int64_t current);
 
 #endif

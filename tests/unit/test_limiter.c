@@ -119,11 +119,11 @@ static void test_deny_cache_hits_in_same_window_only(void **state)
     assert_non_null(cache);
     rl_keyhash_t h = hash_of(7, 1);
     assert_false(rl_deny_cache_contains(cache, &h, WINDOW));
-    rl_deny_cache_add(cache, &h, WINDOW);
+    rl_deny_cache_add(cache, &h, WINDOW, WINDOW);
     assert_true(rl_deny_cache_contains(cache, &h, WINDOW));
     assert_false(rl_deny_cache_contains(cache, &h, WINDOW + 1));
     assert_false(rl_deny_cache_contains(cache, &h, WINDOW - 1));
-    rl_deny_cache_add(cache, &h, WINDOW); /* adding twice keeps one entry */
+    rl_deny_cache_add(cache, &h, WINDOW, WINDOW); /* adding twice keeps one entry */
     assert_true(rl_deny_cache_contains(cache, &h, WINDOW));
     rl_deny_cache_destroy(cache);
 }
@@ -134,7 +134,7 @@ static void test_deny_cache_keeps_keys_distinct(void **state)
     rl_deny_cache_t *cache = rl_deny_cache_create(64);
     assert_non_null(cache);
     rl_keyhash_t a = hash_of(3, 1), same_set = hash_of(3, 2), other_set = hash_of(4, 1);
-    rl_deny_cache_add(cache, &a, WINDOW);
+    rl_deny_cache_add(cache, &a, WINDOW, WINDOW);
     assert_true(rl_deny_cache_contains(cache, &a, WINDOW));
     assert_false(rl_deny_cache_contains(cache, &same_set, WINDOW)); /* differs only past byte 8 */
     assert_false(rl_deny_cache_contains(cache, &other_set, WINDOW));
@@ -152,11 +152,11 @@ static void test_deny_cache_full_set_evicts_round_robin(void **state)
     for (uint64_t i = 0; i != 6; ++i)
         keys[i] = hash_of(5, 100 + i); /* all in one 4-way set */
     for (size_t i = 0; i != 5; ++i)
-        rl_deny_cache_add(cache, &keys[i], WINDOW);
+        rl_deny_cache_add(cache, &keys[i], WINDOW, WINDOW);
     assert_false(rl_deny_cache_contains(cache, &keys[0], WINDOW));
     for (size_t i = 1; i != 5; ++i)
         assert_true(rl_deny_cache_contains(cache, &keys[i], WINDOW));
-    rl_deny_cache_add(cache, &keys[5], WINDOW);
+    rl_deny_cache_add(cache, &keys[5], WINDOW, WINDOW);
     assert_false(rl_deny_cache_contains(cache, &keys[1], WINDOW));
     for (size_t i = 2; i != 6; ++i)
         assert_true(rl_deny_cache_contains(cache, &keys[i], WINDOW));
@@ -174,16 +174,16 @@ static void test_deny_cache_reuses_past_windows_before_evicting(void **state)
         fresh[i] = hash_of(9, 50 + i);
     }
     for (size_t i = 0; i != 4; ++i)
-        rl_deny_cache_add(cache, &old[i], WINDOW);
+        rl_deny_cache_add(cache, &old[i], WINDOW, WINDOW);
     /* next window: one old key denied again, three new ones; the set holds all four */
-    rl_deny_cache_add(cache, &old[2], WINDOW + 1);
+    rl_deny_cache_add(cache, &old[2], WINDOW + 1, WINDOW + 1);
     for (size_t i = 0; i != 3; ++i)
-        rl_deny_cache_add(cache, &fresh[i], WINDOW + 1);
+        rl_deny_cache_add(cache, &fresh[i], WINDOW + 1, WINDOW + 1);
     assert_true(rl_deny_cache_contains(cache, &old[2], WINDOW + 1));
     for (size_t i = 0; i != 3; ++i)
         assert_true(rl_deny_cache_contains(cache, &fresh[i], WINDOW + 1));
-    /* a late denial from the previous window does not displace current ones */
-    rl_deny_cache_add(cache, &fresh[3], WINDOW);
+    /* a late denial from the previous window, arriving in this one, is dropped */
+    rl_deny_cache_add(cache, &fresh[3], WINDOW, WINDOW + 1);
     assert_false(rl_deny_cache_contains(cache, &fresh[3], WINDOW));
     assert_true(rl_deny_cache_contains(cache, &old[2], WINDOW + 1));
     for (size_t i = 0; i != 3; ++i)
@@ -204,12 +204,12 @@ static void test_deny_cache_late_denial_never_evicts_a_newer_window(void **state
     for (uint64_t i = 0; i != 3; ++i)
         newer[i] = hash_of(7, 100 + i);
     for (size_t i = 0; i != 5; ++i)
-        rl_deny_cache_add(cache, &fill[i], WINDOW - 1);
-    rl_deny_cache_add(cache, &x, WINDOW);
+        rl_deny_cache_add(cache, &fill[i], WINDOW - 1, WINDOW - 1);
+    rl_deny_cache_add(cache, &x, WINDOW, WINDOW);
     for (size_t i = 0; i != 3; ++i)
-        rl_deny_cache_add(cache, &newer[i], WINDOW + 1);
+        rl_deny_cache_add(cache, &newer[i], WINDOW + 1, WINDOW + 1);
     /* the set: x @WINDOW and three @WINDOW+1; a late denial @WINDOW may only replace x */
-    rl_deny_cache_add(cache, &late, WINDOW);
+    rl_deny_cache_add(cache, &late, WINDOW, WINDOW); /* the clock was set back a second */
     assert_true(rl_deny_cache_contains(cache, &late, WINDOW));
     assert_false(rl_deny_cache_contains(cache, &x, WINDOW));
     for (size_t i = 0; i != 3; ++i)
@@ -224,8 +224,8 @@ static void test_deny_cache_shortcut_keeps_older_windows_visible(void **state)
     rl_deny_cache_t *cache = rl_deny_cache_create(1024);
     rl_keyhash_t a = hash_of(1, 1), b = hash_of(2, 2);
     assert_false(rl_deny_cache_contains(cache, &a, 100));
-    rl_deny_cache_add(cache, &b, 100);
-    rl_deny_cache_add(cache, &a, 101);
+    rl_deny_cache_add(cache, &b, 100, 100);
+    rl_deny_cache_add(cache, &a, 101, 101);
     assert_true(rl_deny_cache_contains(cache, &b, 100));
     assert_true(rl_deny_cache_contains(cache, &a, 101));
     assert_false(rl_deny_cache_contains(cache, &b, 101));
@@ -246,18 +246,37 @@ static void test_deny_cache_reuses_ways_stamped_ahead_by_a_clock_step(void **sta
         now[i] = hash_of(6, 10 + i);
     }
     for (size_t i = 0; i != 4; ++i)
-        rl_deny_cache_add(cache, &ahead[i], WINDOW + 3600);
+        rl_deny_cache_add(cache, &ahead[i], WINDOW + 3600, WINDOW + 3600);
     for (size_t i = 0; i != 4; ++i)
-        rl_deny_cache_add(cache, &now[i], WINDOW);
+        rl_deny_cache_add(cache, &now[i], WINDOW, WINDOW);
     for (size_t i = 0; i != 4; ++i) {
         assert_true(rl_deny_cache_contains(cache, &now[i], WINDOW));
         assert_false(rl_deny_cache_contains(cache, &ahead[i], WINDOW + 3600));
     }
     /* a thread a window or two ahead is not a clock step: its denial is kept */
     rl_keyhash_t next = hash_of(6, 20);
-    rl_deny_cache_add(cache, &next, WINDOW + RL_WINDOW_MAX_AHEAD);
-    rl_deny_cache_add(cache, &ahead[0], WINDOW);
+    rl_deny_cache_add(cache, &next, WINDOW + RL_WINDOW_MAX_AHEAD, WINDOW + RL_WINDOW_MAX_AHEAD);
+    rl_deny_cache_add(cache, &ahead[0], WINDOW, WINDOW);
     assert_true(rl_deny_cache_contains(cache, &next, WINDOW + RL_WINDOW_MAX_AHEAD));
+    rl_deny_cache_destroy(cache);
+}
+
+/* A denial can come back long after its window (timeout_ms allows a minute): dropped, it neither
+ * evicts the current window's denials nor turns off the shortcut that finds them. */
+static void test_deny_cache_drops_a_denial_of_an_ended_window(void **state)
+{
+    (void)state;
+    rl_deny_cache_t *cache = rl_deny_cache_create(64);
+    assert_non_null(cache);
+    rl_keyhash_t now[4], late = hash_of(3, 99);
+    for (uint64_t i = 0; i != 4; ++i) {
+        now[i] = hash_of(3, i);
+        rl_deny_cache_add(cache, &now[i], WINDOW + 3, WINDOW + 3);
+    }
+    rl_deny_cache_add(cache, &late, WINDOW, WINDOW + 3);
+    assert_false(rl_deny_cache_contains(cache, &late, WINDOW));
+    for (size_t i = 0; i != 4; ++i)
+        assert_true(rl_deny_cache_contains(cache, &now[i], WINDOW + 3));
     rl_deny_cache_destroy(cache);
 }
 
@@ -269,7 +288,7 @@ static void test_deny_cache_rounds_slots_up_to_power_of_two(void **state)
     assert_non_null(cache);
     for (uint64_t i = 0; i != 128; ++i) {
         rl_keyhash_t h = hash_of(i % 32, i);
-        rl_deny_cache_add(cache, &h, WINDOW);
+        rl_deny_cache_add(cache, &h, WINDOW, WINDOW);
     }
     for (uint64_t i = 0; i != 128; ++i) {
         rl_keyhash_t h = hash_of(i % 32, i);
@@ -299,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_deny_cache_full_set_evicts_round_robin),
         cmocka_unit_test(test_deny_cache_reuses_past_windows_before_evicting),
         cmocka_unit_test(test_deny_cache_reuses_ways_stamped_ahead_by_a_clock_step),
+        cmocka_unit_test(test_deny_cache_drops_a_denial_of_an_ended_window),
         cmocka_unit_test(test_deny_cache_rounds_slots_up_to_power_of_two),
         cmocka_unit_test(test_deny_cache_late_denial_never_evicts_a_newer_window),
         cmocka_unit_test(test_deny_cache_shortcut_keeps_older_windows_visible),
