@@ -224,7 +224,7 @@ static void count_in_store(rl_worker_t *worker, h2o_req_t *req, const rl_limit_t
     rl_counter_key_t counter = {.hash = *hash, .window = window->window, .mckey = mckey};
     counter.mckey_len =
         rl_mckey_format(mckey, sizeof(mckey), worker->key_prefix.base, worker->key_prefix.len, hash, window->window);
-    counter.placement_len = worker->key_prefix.len + RL_KEYHASH_ENCODED_LEN;
+    counter.placement_len = rl_mckey_group_len(worker->key_prefix.len);
     ++worker->inflight;
     rl_store_incr(worker->store, &counter, on_counted, ctx, &ctx->op);
     if (ctx->op != NULL)

@@ -133,13 +133,6 @@ bool rl_deny_cache_contains(const rl_deny_cache_t *cache, const rl_keyhash_t *ha
     return false;
 }
 
-/* Eviction order within a set: lowest first. Unused ways and ways stamped by a clock that was
- * set back come before any live window. */
-static inline int64_t eviction_age(const rl_deny_entry_t *entry, int64_t window)
-{
-    return entry->window > window + RL_WINDOW_MAX_AHEAD ? RL_DENY_CACHE_UNUSED : entry->window;
-}
-
 void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window, int64_t current)
 {
     if (window < current)
@@ -151,14 +144,14 @@ void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t
     for (size_t w = 0; w != RL_DENY_CACHE_WAYS; ++w) {
         if (entry_is(&set->ways[w], hash, window))
             return;
-        if (eviction_age(&set->ways[w], window) < eviction_age(&set->ways[victim], window))
+        if (rl_window_age(set->ways[w].window, window) < rl_window_age(set->ways[victim].window, window))
             victim = w;
     }
     /*
      * A denial decided just before a window ended can arrive after newer ones: it is worth less
      * than any of them (its window is nearly over), so it never displaces a newer window.
      */
-    int64_t victim_age = eviction_age(&set->ways[victim], window);
+    int64_t victim_age = rl_window_age(set->ways[victim].window, window);
     if (victim_age > window)
         return;
     if (victim_age == window) {

@@ -115,12 +115,10 @@ static void place(const rl_local_store_t *store, const rl_keyhash_t *hash, rl_lo
 }
 
 /* Order in which free slots are claimed, lowest first: unused, then stamped ahead by a clock
- * that was set back, then the oldest window. */
+ * that was set back, then the oldest window (rl_window_age). */
 static inline int64_t claim_order(const rl_local_slot_t *slot, int64_t window)
 {
-    if (slot->count == 0 || slot->window > window + RL_WINDOW_MAX_AHEAD)
-        return INT64_MIN;
-    return slot->window;
+    return slot->count == 0 ? INT64_MIN : rl_window_age(slot->window, window);
 }
 
 /* Shard lock held: the slot counting (hash, window) in `bucket`, or NULL and the bucket's room
@@ -134,7 +132,7 @@ static rl_local_slot_t *scan_bucket(rl_local_slot_t *bucket, const rl_keyhash_t 
         if (slot->count != 0 && slot->window == window &&
             memcmp(slot->hash.bytes, hash->bytes, sizeof(hash->bytes)) == 0)
             return slot;
-        if (slot->count == 0 || rl_window_is_dead(slot->window, window)) {
+        if (claim_order(slot, window) < window) { /* unused or dead */
             ++room->num_free;
             if (room->victim == NULL || claim_order(slot, window) < claim_order(room->victim, window))
                 room->victim = slot;

@@ -347,9 +347,9 @@ static int copy_nodes(rl_mc_store_t *store, const rl_config_t *config, char *err
             goto NoMem;
         store->is_name[i] = !is_ip_literal(store->nodes[i].host);
         int ret = resolve(&store->nodes[i], &store->addrs[i], &store->addrlens[i], err, errlen);
-        if (ret != RL_OK && !store->is_name[i])
-            return ret;
         if (ret != RL_OK) {
+            if (!store->is_name[i])
+                return ret;
             /* Failing start-up here would crash-loop every new pod while one memcached pod is
              * pending; the ring hashes names, so an unresolved node is just a down node. */
             rl_log_warn("memcached", "%s; the node starts down and is looked up again before each connect", err);

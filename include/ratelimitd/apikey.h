@@ -47,4 +47,11 @@ void rl_keyhash_encode(const rl_keyhash_t *hash, char out[RL_KEYHASH_ENCODED_LEN
 size_t rl_mckey_format(char *buf, size_t cap, const char *prefix, size_t prefix_len, const rl_keyhash_t *hash,
                        int64_t window);
 
+/* Length of the part of such a key that names the API key alone, `prefix || encoded hash`: the
+ * same in every window, so it is what places the key on a memcached node. */
+static inline size_t rl_mckey_group_len(size_t prefix_len)
+{
+    return prefix_len + RL_KEYHASH_ENCODED_LEN;
+}
+
 #endif

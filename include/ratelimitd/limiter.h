@@ -35,13 +35,20 @@ rl_window_t rl_window_at(uint64_t now_ms);
 #define RL_WINDOW_MAX_AHEAD 2
 
 /*
- * Whether a counter or cached denial stamped with window `stamped` is dead when counting in
- * `window`: older windows are, and so are stamps of a clock that was set back, whose slots must
- * not stay taken until real time catches up with them.
+ * The age of a counter or cached denial stamped with window `stamped`, as seen when counting in
+ * `window`, for choosing which slot to reuse (lowest first): its window, except that a stamp of a
+ * clock that was set back ages to INT64_MIN, so that its slot does not stay taken until real time
+ * catches up with it.
  */
+static inline int64_t rl_window_age(int64_t stamped, int64_t window)
+{
+    return stamped > window + RL_WINDOW_MAX_AHEAD ? INT64_MIN : stamped;
+}
+
+/* Whether such a counter or denial is dead, its slot free to reuse: older than `window`. */
 static inline bool rl_window_is_dead(int64_t stamped, int64_t window)
 {
-    return stamped < window || stamped > window + RL_WINDOW_MAX_AHEAD;
+    return rl_window_age(stamped, window) < window;
 }
 
 /* Decision for a request that made the window's counter reach `count` (>= 1). */

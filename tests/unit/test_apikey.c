@@ -173,6 +173,9 @@ static void test_mckey_is_prefix_hash_colon_window(void **state)
     assert_int_equal(len, strlen(COUNTING_MCKEY));
     assert_memory_equal(buf, COUNTING_MCKEY, len);
     assert_int_equal(buf[len], '#'); /* no NUL written */
+    /* the group that places the key on a node: everything before ":<window>" */
+    assert_int_equal(rl_mckey_group_len(3), strlen("rl:AAECAwQFBgcICQoLDA0ODw"));
+    assert_int_equal(buf[rl_mckey_group_len(3)], ':');
 }
 
 static void test_mckey_with_empty_prefix_and_extreme_windows(void **state)
