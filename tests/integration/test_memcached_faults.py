@@ -344,6 +344,11 @@ class FaultTest(h.RLTestCase):
         cfg = h.base_config(port, [mc.addr], threads=1)
         cfg["backend"].update({"timeout_ms": 2000, "failure_limit": 1000, "max_pending": 4, "on_failure": "open"})
         d = self.daemon(cfg, port=port)
+
+        def written():
+            return d.metrics().get("ratelimitd_backend_write_requests_total", 0, node=mc.addr)
+
+        before = written()
         mc.pause()
         socks = []
         try:
@@ -351,7 +356,10 @@ class FaultTest(h.RLTestCase):
                 s = socket.create_connection((h.HOST, port), timeout=5)
                 s.sendall(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: queued-%d\r\n\r\n" % i)
                 socks.append(s)
-            time.sleep(0.2)
+            # the queue is full once all four are written to the stalled node (under ASan on a
+            # busy machine, a fixed sleep was sometimes too short and the first two below queued)
+            self.assertTrue(h.wait_until(lambda: written() >= before + 4, 5.0),
+                            "the 4 queued requests never reached the node: %r" % (written() - before))
             fast = []
             for i in range(5):
                 t0 = time.monotonic()
