@@ -337,6 +337,11 @@ static void set_tiers(rl_cfg_parser_t *parser, const yaml_node_t *node, const rl
                          "a tier name must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-'");
             continue;
         }
+        if (key->data.scalar.length == 7 && memcmp(key->data.scalar.value, "default", 7) == 0) {
+            rl_cfg_error(&parser->errors, key->start_mark, &field,
+                         "\"default\" is the policy name of limits.default; name this tier otherwise");
+            continue;
+        }
         rl_tier_config_t tier = {0};
         if (rl_cfg_get_uint(&parser->errors, value, &field, 1, RL_CONFIG_MAX_LIMIT, &tier.limit) != RL_OK ||
             (tier.name = rl_cfg_copy_bytes(parser, key->data.scalar.value, key->data.scalar.length)) == NULL)
@@ -519,6 +524,32 @@ Exit:
     free(by_name);
 }
 
+/*
+ * A count must reach memcached while its window's counter lives. The counter is created at the
+ * earliest when its window starts and, with memcached's 1-second clock, may expire window_ttl_s - 1
+ * seconds later; a request decided at the end of its window may wait timeout_ms more. A count
+ * executed after the expiry would start the window over, and the key would get its limit twice.
+ */
+static void check_timeout_fits_ttl(rl_cfg_parser_t *parser, const yaml_node_t *backend)
+{
+    const rl_config_t *config = parser->config;
+    uint64_t latest_ms = ((uint64_t)config->backend.window_ttl_s - 2) * 1000;
+    if (config->backend.timeout_ms <= latest_ms)
+        return;
+    static const rl_cfg_path_t section = {.name = "backend", .name_len = 7};
+    static const rl_cfg_path_t path = {.parent = &section, .name = "timeout_ms", .name_len = 10};
+    const yaml_node_t *at = rl_cfg_find_value(parser, backend, "timeout_ms");
+    if (at == NULL)
+        at = rl_cfg_find_value(parser, backend, "window_ttl_s");
+    if (at == NULL)
+        return; /* the defaults fit */
+    rl_cfg_error(&parser->errors, at->start_mark, &path,
+                 "%u ms is longer than window_ttl_s %u allows (at most %llu ms, (window_ttl_s - 2) x 1000): a late "
+                 "count could outlive its window's counter and start it over; raise window_ttl_s to %u",
+                 config->backend.timeout_ms, config->backend.window_ttl_s, (unsigned long long)latest_ms,
+                 (config->backend.timeout_ms + 999) / 1000 + 2);
+}
+
 static void check_meaning(rl_cfg_parser_t *parser, const yaml_node_t *root)
 {
     rl_config_t *config = parser->config;
@@ -538,6 +569,9 @@ static void check_meaning(rl_cfg_parser_t *parser, const yaml_node_t *root)
         if (servers == NULL || servers->type == YAML_SEQUENCE_NODE)
             rl_cfg_error(&parser->errors, at->start_mark, &path, "the memcached backend needs at least one server");
     }
+
+    if (config->backend.type == RL_BACKEND_MEMCACHED)
+        check_timeout_fits_ttl(parser, backend);
 
     if (rl_cfg_find_value(parser, root, "listen") == NULL) {
         if ((config->listen = calloc(1, sizeof(*config->listen))) == NULL) {

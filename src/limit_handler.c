@@ -151,16 +151,19 @@ static void on_counted(void *cbdata, int status, uint64_t value)
         rl_http1_unpark(ctx->parked);
         ctx->parked = NULL;
     }
+    /* The answer may come long after the request (timeout_ms allows seconds): its reset time,
+     * t= and Retry-After are what is left of the window now. */
+    uint64_t now_ms = rl_now_wall_ms();
+    rl_window_t window = rl_window_seen_at(ctx->window.window, now_ms);
     if (status != RL_OK) {
-        answer_backend_failure(ctx->worker, req, &ctx->limit, &ctx->window);
+        answer_backend_failure(ctx->worker, req, &ctx->limit, &window);
         return;
     }
-    rl_decision_t decision = rl_decide(value, ctx->limit.limit, &ctx->window);
+    rl_decision_t decision = rl_decide(value, ctx->limit.limit, &window);
     if (!decision.allowed)
-        rl_deny_cache_add(ctx->worker->deny_cache, &ctx->hash, ctx->window.window,
-                          rl_window_at(rl_now_wall_ms()).window);
+        rl_deny_cache_add(ctx->worker->deny_cache, &ctx->hash, window.window, rl_window_at(now_ms).window);
     count(ctx->worker, decision.allowed ? RL_OUTCOME_ALLOWED : RL_OUTCOME_LIMITED);
-    send_decision(req, &ctx->limit, &ctx->window, &decision);
+    send_decision(req, &ctx->limit, &window, &decision);
 }
 
 /* Runs when the request's pool is cleared; if the store has not answered, forget the callback. */
@@ -197,6 +200,14 @@ static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_
     }
     ssize_t at = h2o_find_header_by_str(&req->headers, worker->api_key_header.base, worker->api_key_header.len, -1);
     *key = at == -1 ? h2o_iovec_init(NULL, 0) : req->headers.entries[at].value;
+    /* Two keys are ambiguous: charging the first would let the client (or a proxy that appends
+     * its own) pick which key pays. */
+    if (at != -1 &&
+        h2o_find_header_by_str(&req->headers, worker->api_key_header.base, worker->api_key_header.len, at) != -1) {
+        count(worker, RL_OUTCOME_BAD_REQUEST);
+        rl_reply_error(req, 400, "Bad Request", "more than one API key");
+        return true;
+    }
     switch (rl_apikey_validate(key->base, key->len)) {
     case RL_OK:
         return false;

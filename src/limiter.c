@@ -32,6 +32,17 @@ rl_window_t rl_window_at(uint64_t now_ms)
     return w;
 }
 
+rl_window_t rl_window_seen_at(int64_t window, uint64_t now_ms)
+{
+    rl_window_t w = {.window = window, .reset_ms = RL_MS_PER_WINDOW};
+    int64_t end_ms = (window + 1) * RL_MS_PER_WINDOW;
+    if ((int64_t)now_ms >= end_ms)
+        w.reset_ms = 0;
+    else if (end_ms - (int64_t)now_ms < RL_MS_PER_WINDOW)
+        w.reset_ms = (uint32_t)(end_ms - (int64_t)now_ms);
+    return w;
+}
+
 /* Whole seconds a denied client should wait: the rest of the window rounded up, never 0. */
 static uint32_t retry_after_of(const rl_window_t *window)
 {
@@ -94,14 +105,19 @@ rl_deny_cache_t *rl_deny_cache_create(size_t slots)
     if (cache == NULL)
         return NULL;
     cache->set_mask = num_sets - 1;
+    rl_deny_cache_clear(cache);
+    return cache;
+}
+
+void rl_deny_cache_clear(rl_deny_cache_t *cache)
+{
     cache->newest_window = RL_DENY_CACHE_UNUSED;
-    for (size_t i = 0; i != num_sets; ++i) {
+    for (size_t i = 0; i <= cache->set_mask; ++i) {
         rl_deny_set_t *set = &cache->sets[i];
         memset(set, 0, sizeof(*set));
         for (size_t w = 0; w != RL_DENY_CACHE_WAYS; ++w)
             set->ways[w].window = RL_DENY_CACHE_UNUSED;
     }
-    return cache;
 }
 
 void rl_deny_cache_destroy(rl_deny_cache_t *cache)

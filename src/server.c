@@ -492,6 +492,8 @@ static void adopt_limits(rl_worker_t *worker, rl_limits_t *limits)
     rl_limits_retain(limits);
     rl_limits_release(worker->limits);
     worker->limits = limits;
+    /* a key whose limit was raised must not stay denied for the rest of the window */
+    rl_deny_cache_clear(worker->deny_cache);
 }
 
 static void on_message(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)

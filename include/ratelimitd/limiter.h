@@ -14,7 +14,7 @@
 
 typedef struct st_rl_window_t {
     int64_t window;    /* Unix second */
-    uint32_t reset_ms; /* milliseconds until the window ends, 1..1000 */
+    uint32_t reset_ms; /* milliseconds until the window ends, 0..1000 (0 once it has ended) */
 } rl_window_t;
 
 typedef struct st_rl_decision_t {
@@ -26,6 +26,12 @@ typedef struct st_rl_decision_t {
 
 /* Window of the wall-clock instant `now_ms` (milliseconds since the epoch). */
 rl_window_t rl_window_at(uint64_t now_ms);
+
+/*
+ * Window `window` as seen at `now_ms`, which may be later: a decision answered after waiting for
+ * the backend tells the client how long is left then, not when the request arrived.
+ */
+rl_window_t rl_window_seen_at(int64_t window, uint64_t now_ms);
 
 /*
  * How far ahead of the window being counted another thread's window can be: a second across a
@@ -75,5 +81,7 @@ bool rl_deny_cache_contains(const rl_deny_cache_t *cache, const rl_keyhash_t *ha
  * that was set back).
  */
 void rl_deny_cache_add(rl_deny_cache_t *cache, const rl_keyhash_t *hash, int64_t window, int64_t current);
+/* Forgets every denial: after a reload, a key's new limit may admit what the old one denied. */
+void rl_deny_cache_clear(rl_deny_cache_t *cache);
 
 #endif

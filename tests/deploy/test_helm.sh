@@ -276,6 +276,10 @@ reject chart 'in-cluster and external memcached at once' "are exclusive" --set '
 reject chart 'backend local with an HPA' "backend.type local counts per pod" --set config.backend.type=local
 reject chart 'tls on without secretName' "tls.enabled needs tls.secretName" --set tls.enabled=true
 reject chart 'API key mapped to an unknown tier' "not in config.limits.tiers" --set config.limits.keys.k1=gold
+reject chart 'timeout_ms 1500 with window_ttl_s 3' "timeout_ms \\(1500\\) must be at most .* = 1000 ms.*window_ttl_s to 4" --set config.backend.timeout_ms=1500
+H template rl "$chart" --set config.backend.timeout_ms=1500 --set config.backend.window_ttl_s=4 >/dev/null 2>&1 &&
+    pass "accepted: timeout_ms 1500 with window_ttl_s 4" || failed "refused: timeout_ms 1500 with window_ttl_s 4"
+reject chart 'a tier named default' "\"default\" is the policy name" --set config.limits.tiers.default=5
 reject chart 'autoscaling min > max' "maxReplicas must be >= " --set autoscaling.minReplicas=9 --set autoscaling.maxReplicas=3
 reject chart 'terminationGracePeriodSeconds below the drain time' "must exceed preStopSleepSeconds" --set terminationGracePeriodSeconds=8
 reject chart 'PDB minAvailable 3 = HPA minReplicas 3' "minAvailable \(3\) must be below autoscaling.minReplicas \(3\)" --set podDisruptionBudget.minAvailable=3

@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -172,6 +173,20 @@ class LimitApiTest(h.RLTestCase):
         self.assertEqual(self.c.limit(unique()).status, 200)
         self.assertAlive(self.d)
 
+    def test_two_api_key_headers_are_400_and_charge_neither_key(self):
+        """Charging the first of two keys would let the client (or a proxy that appends its own)
+        choose which key pays."""
+        k1, k2 = unique(), unique()
+        for first, second in ((k1, k2), (k1, ""), ("", k2)):
+            req = (b"GET /limit HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: " + first.encode() +
+                   b"\r\nx-api-key: " + second.encode() + b"\r\nConnection: close\r\n\r\n")
+            buf, _ = h.raw_exchange(self.d.port, req, read_until_close=True)
+            self.assertEqual(h.parse_raw_status(buf), 400, "%r, %r: %r" % (first, second, buf[:300]))
+            self.assertIn(b'{"error":"more than one API key"}', buf)
+        # neither key was counted: each still has its whole quota
+        self.check_decision(self.c.limit(k1), True, 10, 9)
+        self.check_decision(self.c.limit(k2), True, 10, 9)
+
     def test_printable_ascii_key_is_accepted(self):
         key = "".join(chr(c) for c in range(0x21, 0x7F)) + uuid.uuid4().hex
         self.assertEqual(self.c.limit(key).status, 200)
@@ -207,6 +222,41 @@ class LimitApiTest(h.RLTestCase):
                                      b"X-API-Key: " + key.encode() + b"\r\n\r\n", read_until_close=True)
         self.assertEqual(h.parse_raw_status(buf), 200, buf[:300])
         self.assertTrue(closed)
+
+
+class SlowBackendTest(h.RLTestCase):
+    def test_an_answer_delayed_past_its_window_says_the_window_is_over(self):
+        """reset_ms, t= and Retry-After tell the client what is left of the window when the answer
+        leaves, not when the request came: a decision that waited for a stalled node past the end
+        of its window must not send the client to wait for a second that is already over."""
+        (mc,) = self.memcached(1)
+        port = h.free_port()
+        cfg = h.base_config(port, [mc.addr])
+        cfg["limits"]["default"] = 1
+        cfg["backend"].update({"timeout_ms": 1800, "window_ttl_s": 4, "failure_limit": 1000})
+        d = self.daemon(cfg, port=port)
+        c = d.client()
+        self.addCleanup(c.close)
+        key = unique()
+        h.wait_fresh_second(0.3)
+        self.assertEqual(c.limit(key).status, 200)
+        mc.pause()
+        try:
+            result = {}
+            t = threading.Thread(target=lambda: result.update(r=c.limit(key)))
+            t.start()
+            time.sleep(1.3)
+        finally:
+            mc.resume()
+        t.join(5)
+        r = result["r"]
+        self.assertEqual(r.status, 429, r)
+        body = r.json
+        left_ms = max(0, (body["window"] + 1) * 1000 - r.received_at * 1000)
+        self.assertGreater(r.received_at, body["window"] + 1, "the answer was meant to come after its window")
+        self.assertLessEqual(body["reset_ms"], left_ms + 50, r)
+        self.assertEqual(h.parse_ratelimit(r.header("RateLimit"))[2], 0, r)
+        self.assertEqual(r.header("Retry-After"), "1", r)
 
 
 class ConfigVariantsTest(h.RLTestCase):

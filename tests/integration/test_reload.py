@@ -74,6 +74,31 @@ class ReloadTest(h.RLTestCase):
         self.assertEqual(self.d.metrics().get("ratelimitd_backend_node_up", None, node=self.mc.addr), 1)
         self.assertAlive(self.d)
 
+    def test_a_raised_limit_admits_a_key_denied_earlier_in_the_window(self):
+        """The deny cache must not keep answering 429 from the old limit until the window ends."""
+        for attempt in range(4):
+            limit_before, limit_after = 10 + 2 * attempt, 11 + 2 * attempt + 10
+            cfg = copy.deepcopy(self.cfg)
+            cfg["limits"]["default"] = limit_before
+            self.d.write_config(cfg)
+            self.d.send_signal(signal.SIGHUP)
+            self.assertTrue(h.wait_until(lambda: self.limit_of(fresh())[0] == limit_before, 3.0), self.d.log_tail())
+            key = fresh("d")
+            window = h.wait_fresh_second(0.1)
+            statuses = [self.c.limit(key).status for _ in range(limit_before + 1)]
+            self.assertEqual(statuses[-1], 429, statuses)
+            cfg["limits"]["default"] = limit_after
+            self.d.write_config(cfg)
+            self.d.send_signal(signal.SIGHUP)
+            self.assertTrue(h.wait_until(lambda: self.limit_of(fresh())[0] == limit_after, 3.0), self.d.log_tail())
+            r = self.c.limit(key)
+            if r.json["window"] != window:
+                continue  # the reload took us past the window; try again
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json["remaining"], limit_after - (limit_before + 2), r)
+            return
+        self.fail("never fitted a burst and a reload into one window")
+
     def test_broken_file_keeps_old_limits(self):
         new = copy.deepcopy(self.cfg)
         new["limits"]["default"] = 4

@@ -20,7 +20,7 @@ class ReloadInflightTest(unittest.TestCase):
                 d = h.Daemon(tmp, backend=["127.0.0.1:%d" % node.port])
                 cfg = h.base_config(d.port, ["127.0.0.1:%d" % node.port])
                 cfg["threads"] = 1
-                cfg["backend"].update({"timeout_ms": 1500, "failure_limit": 1000})
+                cfg["backend"].update({"timeout_ms": 1500, "window_ttl_s": 4, "failure_limit": 1000})
                 cfg["limits"] = {"default": 10, "tiers": {"gold-a": 50}, "keys": {"k1": "gold-a"}}
                 d.write_config(cfg)
                 d.start()

@@ -49,7 +49,7 @@ class ShutdownTest(h.RLTestCase):
 
     def test_sigterm_with_requests_in_flight(self):
         (mc,) = self.memcached(1)
-        d = self.start([mc.addr], timeout_ms=3000, on_failure="closed")
+        d = self.start([mc.addr], timeout_ms=3000, window_ttl_s=5, on_failure="closed")
         idle = d.client()
         self.addCleanup(idle.close)
         self.assertEqual(idle.get("/readyz").status, 200)
@@ -142,7 +142,7 @@ class ShutdownTest(h.RLTestCase):
         (mc,) = self.memcached(1)
         port = h.free_port()
         cfg = h.base_config(port, [mc.addr], shutdown_grace_ms=1000)
-        cfg["backend"].update({"timeout_ms": 10000, "failure_limit": 1000})
+        cfg["backend"].update({"timeout_ms": 10000, "window_ttl_s": 12, "failure_limit": 1000})
         d = self.daemon(cfg, port=port)
         mc.pause()
         socks = []

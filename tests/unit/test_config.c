@@ -502,6 +502,9 @@ static void test_bad_tier_name_is_rejected(void **state)
     assert_single_error("limits:\n  tiers:\n    \"gold tier\": 5\n",
                         "conf/t.yaml:3:5: limits.tiers.gold tier: a tier name must be 1-64 characters");
     assert_single_error("limits:\n  tiers: {\"\": 5}\n", "conf/t.yaml:2:11: limits.tiers.\"\": a tier name must be");
+    /* RateLimit-Policy would name two different limits "default" */
+    assert_single_error("limits:\n  tiers: {free: 1, default: 5}\n",
+                        "conf/t.yaml:2:20: limits.tiers.default: \"default\" is the policy name of limits.default");
     char yaml[128];
     snprintf(yaml, sizeof(yaml), "limits: {tiers: {%065d: 1}}\n", 0);
     assert_single_error(yaml, "conf/t.yaml:1:18: limits.tiers.");
@@ -510,6 +513,33 @@ static void test_bad_tier_name_is_rejected(void **state)
     rl_config_t *config = parse(yaml, &errors);
     assert_non_null(config);
     rl_config_destroy(config);
+}
+
+static void test_timeout_must_end_before_the_counter_can_expire(void **state)
+{
+    (void)state;
+    assert_single_error("backend:\n  type: memcached\n  servers: ['10.0.0.1:11211']\n  timeout_ms: 1001\n",
+                        "conf/t.yaml:4:15: backend.timeout_ms: 1001 ms is longer than window_ttl_s 3 allows (at most "
+                        "1000 ms");
+    assert_single_error(
+        "backend:\n  type: memcached\n  servers: ['10.0.0.1:11211']\n  window_ttl_s: 4\n"
+        "  timeout_ms: 2500\n",
+        "conf/t.yaml:5:15: backend.timeout_ms: 2500 ms is longer than window_ttl_s 4 allows (at most "
+        "2000 ms, (window_ttl_s - 2) x 1000): a late count could outlive its window's counter and start "
+        "it over; raise window_ttl_s to 5");
+    static const char *fits[] = {
+        "backend: {type: memcached, servers: ['10.0.0.1:11211'], timeout_ms: 1000}\n",
+        "backend: {type: memcached, servers: ['10.0.0.1:11211'], timeout_ms: 2000, window_ttl_s: 4}\n",
+        /* the local store has no network wait */
+        "backend: {type: local, timeout_ms: 60000}\n",
+    };
+    for (size_t i = 0; i != sizeof(fits) / sizeof(fits[0]); ++i) {
+        char *errors;
+        rl_config_t *config = parse(fits[i], &errors);
+        if (config == NULL)
+            fail_msg("%s: %s", fits[i], errors);
+        rl_config_destroy(config);
+    }
 }
 
 static void test_tls_needs_both_certificate_and_key(void **state)
@@ -793,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_key_naming_an_unknown_tier_is_an_error),
         cmocka_unit_test(test_invalid_api_key_is_rejected_without_echoing_it),
         cmocka_unit_test(test_bad_tier_name_is_rejected),
+        cmocka_unit_test(test_timeout_must_end_before_the_counter_can_expire),
         cmocka_unit_test(test_tls_needs_both_certificate_and_key),
         cmocka_unit_test(test_key_prefix_must_be_short_printable_ascii),
         cmocka_unit_test(test_listen_address_must_be_an_ip_literal),

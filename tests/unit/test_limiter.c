@@ -103,6 +103,23 @@ static void test_denied_decision_from_cache(void **state)
     assert_int_equal(d.retry_after, 1);
 }
 
+static void test_window_seen_later_has_what_is_left_of_it(void **state)
+{
+    (void)state;
+    rl_window_t w = rl_window_seen_at(WINDOW, WINDOW_MS + 420);
+    assert_int_equal(w.window, WINDOW);
+    assert_int_equal(w.reset_ms, 580);
+    /* answered after its window ended (a slow backend): nothing left, yet Retry-After stays >= 1 */
+    w = rl_window_seen_at(WINDOW, WINDOW_MS + 4500);
+    assert_int_equal(w.window, WINDOW);
+    assert_int_equal(w.reset_ms, 0);
+    assert_int_equal(rl_decide(11, 10, &w).retry_after, 1);
+    assert_int_equal(rl_window_seen_at(WINDOW, WINDOW_MS + 1000).reset_ms, 0);
+    assert_int_equal(rl_window_seen_at(WINDOW, WINDOW_MS + 999).reset_ms, 1);
+    /* a clock set back behind the window: the whole window is left */
+    assert_int_equal(rl_window_seen_at(WINDOW, WINDOW_MS - 3000).reset_ms, 1000);
+}
+
 /* A hash whose first 8 bytes (the set selector) are `set` and last 8 are `tail`. */
 static rl_keyhash_t hash_of(uint64_t set, uint64_t tail)
 {
@@ -125,6 +142,28 @@ static void test_deny_cache_hits_in_same_window_only(void **state)
     assert_false(rl_deny_cache_contains(cache, &h, WINDOW - 1));
     rl_deny_cache_add(cache, &h, WINDOW, WINDOW); /* adding twice keeps one entry */
     assert_true(rl_deny_cache_contains(cache, &h, WINDOW));
+    rl_deny_cache_destroy(cache);
+}
+
+static void test_deny_cache_clear_forgets_every_denial(void **state)
+{
+    (void)state;
+    rl_deny_cache_t *cache = rl_deny_cache_create(64);
+    assert_non_null(cache);
+    for (uint64_t k = 0; k != 64; ++k) {
+        rl_keyhash_t h = hash_of(k, k);
+        rl_deny_cache_add(cache, &h, WINDOW, WINDOW);
+    }
+    rl_keyhash_t last = hash_of(63, 63);
+    assert_true(rl_deny_cache_contains(cache, &last, WINDOW));
+    rl_deny_cache_clear(cache);
+    for (uint64_t k = 0; k != 64; ++k) {
+        rl_keyhash_t h = hash_of(k, k);
+        assert_false(rl_deny_cache_contains(cache, &h, WINDOW));
+    }
+    /* and it still caches afterwards */
+    rl_deny_cache_add(cache, &last, WINDOW, WINDOW);
+    assert_true(rl_deny_cache_contains(cache, &last, WINDOW));
     rl_deny_cache_destroy(cache);
 }
 
@@ -313,8 +352,10 @@ int main(void)
         cmocka_unit_test(test_count_over_limit_is_denied_with_retry_after),
         cmocka_unit_test(test_retry_after_is_at_least_one_second),
         cmocka_unit_test(test_denied_decision_from_cache),
+        cmocka_unit_test(test_window_seen_later_has_what_is_left_of_it),
         cmocka_unit_test(test_deny_cache_hits_in_same_window_only),
         cmocka_unit_test(test_deny_cache_keeps_keys_distinct),
+        cmocka_unit_test(test_deny_cache_clear_forgets_every_denial),
         cmocka_unit_test(test_deny_cache_full_set_evicts_round_robin),
         cmocka_unit_test(test_deny_cache_reuses_past_windows_before_evicting),
         cmocka_unit_test(test_deny_cache_reuses_ways_stamped_ahead_by_a_clock_step),

@@ -145,7 +145,20 @@ app.kubernetes.io/component: memcached
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* A count that reaches memcached after its window's counter expired (window_ttl_s - 1 s after
+      the window starts, at the earliest) would start the window over: the daemon refuses a
+      timeout_ms that allows it, so the chart does too, before any pod crash-loops. */ -}}
+{{- if eq (default "memcached" $backend.type) "memcached" -}}
+{{- $ttl := int (default 3 $backend.window_ttl_s) -}}
+{{- $timeout := int (default 20 $backend.timeout_ms) -}}
+{{- if gt $timeout (mul (sub $ttl 2) 1000) -}}
+{{- fail (printf "config.backend.timeout_ms (%d) must be at most (window_ttl_s - 2) x 1000 = %d ms, or a late count could start its window over; raise config.backend.window_ttl_s to %d" $timeout (mul (sub $ttl 2) 1000) (add (div (add $timeout 999) 1000) 2)) -}}
+{{- end -}}
+{{- end -}}
 {{- $limits := .Values.config.limits | default dict -}}
+{{- if hasKey ($limits.tiers | default dict) "default" -}}
+{{- fail "config.limits.tiers: \"default\" is the policy name of config.limits.default; name the tier otherwise" -}}
+{{- end -}}
 {{- range $key, $tier := ($limits.keys | default dict) -}}
 {{- if not (hasKey ($limits.tiers | default dict) $tier) -}}
 {{- fail (printf "config.limits.keys: a key names tier %q, which is not in config.limits.tiers" $tier) -}}

@@ -68,12 +68,12 @@ variable "default_limit" {
 }
 
 variable "tiers" {
-  description = "Tier name -> requests per second."
+  description = "Tier name -> requests per second (\"default\" is taken: it is the default limit's policy name)."
   type        = map(number)
   default     = {}
   validation {
-    condition     = alltrue([for k, v in var.tiers : can(regex("^[A-Za-z0-9_.-]{1,64}$", k)) && v >= 1 && v <= 1000000000 && floor(v) == v])
-    error_message = "tiers: names [A-Za-z0-9_.-]{1,64}, limits whole numbers in 1..1000000000."
+    condition     = alltrue([for k, v in var.tiers : can(regex("^[A-Za-z0-9_.-]{1,64}$", k)) && k != "default" && v >= 1 && v <= 1000000000 && floor(v) == v])
+    error_message = "tiers: names [A-Za-z0-9_.-]{1,64} other than \"default\" (the default limit's policy name), limits whole numbers in 1..1000000000."
   }
 }
 
@@ -189,8 +189,10 @@ variable "backend_timeout_ms" {
   type        = number
   default     = 20
   validation {
-    condition     = var.backend_timeout_ms >= 1 && var.backend_timeout_ms <= 60000
-    error_message = "backend_timeout_ms must be in 1..60000."
+    # The chart keeps window_ttl_s at 3 s, and the daemon refuses a timeout_ms above
+    # (window_ttl_s - 2) x 1000: a later count could start its window over.
+    condition     = var.backend_timeout_ms >= 1 && var.backend_timeout_ms <= 1000
+    error_message = "backend_timeout_ms must be in 1..1000 (counters live 3 s; a later count could start its window over)."
   }
 }
 

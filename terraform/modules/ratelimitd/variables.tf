@@ -69,7 +69,7 @@ variable "default_limit" {
 }
 
 variable "tiers" {
-  description = "Tier name -> requests per second."
+  description = "Tier name -> requests per second (\"default\" is taken: it is the default limit's policy name)."
   type        = map(number)
   default     = {}
 }
@@ -137,7 +137,7 @@ variable "on_failure" {
 }
 
 variable "backend_timeout_ms" {
-  description = "How long a decision waits for memcached (1-60000 ms)."
+  description = "How long a decision waits for memcached (1-1000 ms: counters live 3 s, and a later count could start its window over)."
   type        = number
   default     = 20
 }

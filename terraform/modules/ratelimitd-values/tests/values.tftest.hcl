@@ -84,6 +84,22 @@ run "rejects_bad_on_failure" {
   expect_failures = [var.on_failure]
 }
 
+run "rejects_a_timeout_longer_than_counters_live" {
+  command = plan
+  variables {
+    backend_timeout_ms = 1500
+  }
+  expect_failures = [var.backend_timeout_ms]
+}
+
+run "rejects_a_tier_named_default" {
+  command = plan
+  variables {
+    tiers = { default = 5 }
+  }
+  expect_failures = [var.tiers]
+}
+
 run "rejects_min_above_max" {
   command = plan
   variables {
