@@ -15,9 +15,10 @@
  *
  * Failure policy (twemproxy's server_failure_limit / server_retry_timeout, as data): a lost
  * connection, a connect error, garbage, or a stall (timeouts within one timeout_ms) is one failure; `failure_limit` in
- * a row eject the node from this thread's ring for `retry_interval_ms`; a correct increment reply resets the count. A
- * closed node that is not ejected reconnects after an exponential backoff (10 ms doubling, per-thread jitter); an
- * ejected one after the retry interval, and rejoins the ring on its first correct reply (the `mn` sent on connect).
+ * a row eject the node from this thread's ring for `retry_interval_ms`; a correct increment reply resets the count, and
+ * so does a probe's, on the terms of on_success. A closed node that is not ejected reconnects after an exponential
+ * backoff (10 ms doubling, per-thread jitter); an ejected one after the retry interval, and rejoins the ring on its
+ * first correct reply (the `mn` sent on connect).
  *
  * Re-resolution: a memcached host given by name can move (a rescheduled pod gets a new IP), so a
  * reconnect of such a node first looks the name up again on h2o's resolver threads
@@ -66,6 +67,18 @@ static void schedule_flush(rl_mc_node_t *node)
         h2o_timeout_link(node->thread->loop, &node->thread->flush_timeout, &node->flush_entry);
 }
 
+/* Only writes that carried an increment count: the counters measure pipelining depth, which an
+ * idle node's lone probes would dilute (and make an idle daemon look busy). */
+static void count_write(rl_mc_node_t *node, size_t increments)
+{
+    if (increments == 0)
+        return;
+    ++node->stats.writes;
+    node->stats.write_requests += increments;
+    if (node->thread->metrics != NULL)
+        rl_metrics_count_backend_write(node->thread->metrics, node->index, increments);
+}
+
 /* Hands `out` to the socket unless a write is already in flight (then on_write_complete will). */
 static void write_out(rl_mc_node_t *node)
 {
@@ -75,12 +88,8 @@ static void write_out(rl_mc_node_t *node)
     node->writing = node->out;
     node->out = swap;
     node->out.len = 0;
-    size_t requests = node->out_requests;
-    node->out_requests = 0;
-    ++node->stats.writes;
-    node->stats.write_requests += requests;
-    if (node->thread->metrics != NULL)
-        rl_metrics_count_backend_write(node->thread->metrics, node->index, requests);
+    count_write(node, node->out_increments);
+    node->out_increments = 0;
     h2o_iovec_t buf = h2o_iovec_init(node->writing.base, node->writing.len);
     h2o_socket_write(node->sock, &buf, 1, on_write_complete);
 }
@@ -129,7 +138,7 @@ int rl_mc_node_send_incr(rl_mc_node_t *node, rl_mc_op_t *op, const char *key, si
     if (len == 0)
         return RL_ERR_INVALID;
     node->out.len += len;
-    ++node->out_requests;
+    ++node->out_increments;
     op->opaque = opaque;
     op->is_probe = false;
     enqueue(node, op);
@@ -142,7 +151,6 @@ static void send_probe(rl_mc_node_t *node)
     if (node->probe_in_flight || bytes_reserve(&node->out, 4) != RL_OK || (op = rl_mc_op_alloc(node->thread)) == NULL)
         return;
     node->out.len += rl_mc_encode_noop(node->out.base + node->out.len, node->out.cap - node->out.len);
-    ++node->out_requests;
     op->cb = NULL;
     op->cbdata = NULL;
     op->is_probe = true;
@@ -172,30 +180,30 @@ static rl_store_cb unlink_op(rl_mc_node_t *node, rl_mc_op_t *op, void **cbdata)
 
 /*
  * Completes every op in the FIFO: the first with `first_status`, the rest with `status`. The
- * FIFO is detached first, so callbacks that issue new increments see an empty node.
+ * FIFO is detached first, so callbacks that issue new increments see an empty node. Returns
+ * whether a callback received `first_status` (the head may be a probe, or abandoned).
  */
-static void fail_pending(rl_mc_node_t *node, int first_status, int status)
+static bool fail_pending(rl_mc_node_t *node, int first_status, int status)
 {
     h2o_linklist_t detached;
     h2o_linklist_init_anchor(&detached);
     h2o_linklist_insert_list(&detached, &node->fifo);
-    size_t count = node->num_pending;
     node->num_pending = 0;
     node->probe_in_flight = false;
-    int current = first_status;
-    while (!h2o_linklist_is_empty(&detached)) {
+    bool delivered = false;
+    for (bool head = true; !h2o_linklist_is_empty(&detached); head = false) {
         rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, link, detached.next);
+        int current = head ? first_status : status;
         void *cbdata;
         rl_store_cb cb = unlink_op(node, op, &cbdata);
         if (cb != NULL) {
             if (current != RL_ERR_CANCELLED)
                 rl_mc_count_error(node->thread, node->index, current);
+            delivered |= head;
             cb(cbdata, current, 0);
         }
-        current = status;
     }
-    if (count == 0 && first_status != RL_ERR_CANCELLED)
-        rl_mc_count_error(node->thread, node->index, first_status);
+    return delivered;
 }
 
 static void close_socket(rl_mc_node_t *node)
@@ -209,7 +217,7 @@ static void close_socket(rl_mc_node_t *node)
     node->healthy = false;
     node->out.len = 0;
     node->writing.len = 0;
-    node->out_requests = 0;
+    node->out_increments = 0;
     h2o_timeout_unlink(&node->flush_entry);
     h2o_timeout_unlink(&node->connect_entry);
 }
@@ -242,22 +250,29 @@ static void schedule_reconnect(rl_mc_node_t *node)
     h2o_timeout_link(thread->loop, &thread->backoff[level], &node->reconnect_entry);
 }
 
-/* Closes the connection after a failure already counted, ejects at the limit, fails the FIFO. */
-static void drop_connection(rl_mc_node_t *node, int cause)
+/*
+ * Closes the connection after a failure already counted, ejects at the limit, fails the FIFO.
+ * Returns whether a request was failed with `cause` (and so counted it as an error).
+ */
+static bool drop_connection(rl_mc_node_t *node, int cause)
 {
     node->streak_dropped = true;
     close_socket(node);
     if (!node->ejected && node->consecutive_failures >= store_of(node)->failure_limit)
         eject(node);
     schedule_reconnect(node);
-    fail_pending(node, cause, RL_ERR_BACKEND_DOWN);
+    return fail_pending(node, cause, RL_ERR_BACKEND_DOWN);
 }
 
 static void node_fail(rl_mc_node_t *node, int cause)
 {
     ++node->stats.failures;
     ++node->consecutive_failures;
-    drop_connection(node, cause);
+    /* A failure is an error even when no request hears of it (nothing waits, or only a probe or
+     * an abandoned op): errors_total must show a node that fails its every connect probe. A
+     * stall's drop (on_op_timeout) is not a new failure: its timeouts were counted already. */
+    if (!drop_connection(node, cause))
+        rl_mc_count_error(node->thread, node->index, cause);
 }
 
 /* One line per counted stall (at most failure_limit before the node is ejected): how long the
@@ -279,9 +294,27 @@ static void log_stall(rl_mc_node_t *node, const rl_mc_op_t *op)
                 store_of(node)->timeout_ms, node->num_pending, last);
 }
 
+/*
+ * h2o 2.2.5 stamps a timeout entry with the loop's cached time (whole ms, taken when the loop
+ * turn started) and fires it once that cached time reaches the stamp plus the timeout: an op
+ * issued late in a turn, or within a ms, can fire up to that much early ("no reply for 0 ms" at
+ * timeout_ms 1). Such an op waits out the rest of its deadline, looked at again every ms: the
+ * deadline is measured from issue, as the stall line reports it.
+ */
+static bool rearm_if_early(rl_mc_op_t *op)
+{
+    rl_mc_thread_t *thread = op->node->thread;
+    if (rl_mc_now_usec() - op->issued_usec >= (uint64_t)thread->store->timeout_ms * 1000)
+        return false;
+    h2o_timeout_link(thread->loop, &thread->recheck_timeout, &op->timeout);
+    return true;
+}
+
 static void on_op_timeout(h2o_timeout_entry_t *entry)
 {
     rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, timeout, entry);
+    if (rearm_if_early(op))
+        return;
     rl_mc_node_t *node = op->node;
     rl_store_cb cb = op->cb;
     void *cbdata = op->cbdata;
@@ -314,20 +347,32 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
 
 /*
  * A probe (`mn`) proves the node answers, which re-admits an ejected node; only an increment
- * proves it counts. So a probe ends a streak of timeouts only (a stall is over once the node
- * answers; otherwise late probes on an idle connection, hours apart, would add up to an
- * ejection), never one in which the connection was dropped (garbage, a close) and so never one
- * that ejected the node: a node that answers `mn` but garbles `ma` reaches failure_limit, and is
- * ejected again on its first bad increment after re-admission, instead of flapping forever.
+ * proves it counts. A probe ends a streak of timeouts (a stall is over once the node answers;
+ * otherwise late probes on an idle connection, hours apart, would add up to an ejection). It
+ * ends a streak in which a connection was dropped (garbage, a close) only once the connection
+ * it arrived on has been up for retry_interval_ms. Not sooner: a node that answers `mn` but
+ * garbles `ma` drops every connection that carries an increment, so the probe sent on connect
+ * must not end its streak; it reaches failure_limit and is ejected again on its first bad
+ * increment after re-admission instead of flapping. But a connection that stays up that long
+ * (as long as an ejection lasts) has carried no bad reply, so failures before it are unrelated
+ * to what follows: without that, on a connection no increment uses (an idle thread, a node few
+ * keys hash to), closes hours apart would add up to an ejection. Timeouts on the connection do
+ * not restart that wait: a garbling node drops the connection, it does not stall it.
  */
+static bool ends_streak(const rl_mc_node_t *node, bool is_probe)
+{
+    if (!is_probe || !node->streak_dropped)
+        return true;
+    return h2o_now(node->thread->loop) - node->connected_at_ms >= store_of(node)->retry_interval_ms;
+}
+
 static void on_success(rl_mc_node_t *node, bool is_probe)
 {
-    if (!is_probe || !node->streak_dropped) {
+    if (ends_streak(node, is_probe)) {
         node->consecutive_failures = 0;
         node->backoff_level = 0;
-    }
-    if (!is_probe)
         node->streak_dropped = false;
+    }
     bool was_healthy = node->healthy;
     node->healthy = true;
     if (!was_healthy && !node->ejected && node->thread->metrics != NULL)
@@ -352,14 +397,18 @@ static bool answers_head(rl_mc_node_t *node, const rl_mc_reply_t *reply)
                : reply->kind == RL_MC_REPLY_VA && reply->has_opaque && reply->opaque == op->opaque && reply->value != 0;
 }
 
-/* Completes the head of the FIFO with `reply`, which answers_head() accepted. */
-static void complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64_t now_usec)
+/* Completes the head of the FIFO with `reply`, which answers_head() accepted. Returns whether
+ * it answered an increment (not a probe). */
+static bool complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64_t now_usec)
 {
     rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, link, node->fifo.next);
-    ++node->stats.replies;
+    bool is_increment = !op->is_probe;
     node->last_reply_usec = now_usec;
-    if (node->thread->metrics != NULL && !op->is_probe)
-        rl_metrics_observe_backend_latency(node->thread->metrics, now_usec - op->issued_usec);
+    if (is_increment) {
+        ++node->stats.replies;
+        if (node->thread->metrics != NULL)
+            rl_metrics_observe_backend_latency(node->thread->metrics, now_usec - op->issued_usec);
+    }
     node->last_activity_ms = h2o_now(node->thread->loop);
     on_success(node, op->is_probe);
     --node->num_pending;
@@ -367,6 +416,7 @@ static void complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64
     rl_store_cb cb = unlink_op(node, op, &cbdata);
     if (cb != NULL)
         cb(cbdata, RL_OK, reply->value);
+    return is_increment;
 }
 
 /*
@@ -387,7 +437,8 @@ static void log_bad_reply(const rl_mc_node_t *node, const char *bytes, size_t le
                 n < len && bytes[n] != '\r' && bytes[n] != '\n' ? "..." : "");
 }
 
-/* Only reads that completed a reply count: partial reads say nothing about batching. */
+/* Only reads that completed an increment's reply count: partial reads and probes' replies say
+ * nothing about batching. */
 static void count_read(rl_mc_node_t *node, size_t replies)
 {
     if (replies == 0)
@@ -403,11 +454,15 @@ static void on_read(h2o_socket_t *sock, const char *err)
     if (node == NULL)
         return;
     if (err != NULL) {
-        node_fail(node, RL_ERR_BACKEND_DOWN);
+        /* what the node sent before closing was the start of a reply: a truncated reply */
+        bool truncated = sock->input->size != 0;
+        if (truncated)
+            log_bad_reply(node, sock->input->bytes, sock->input->size);
+        node_fail(node, truncated ? RL_ERR_BACKEND_PROTOCOL : RL_ERR_BACKEND_DOWN);
         return;
     }
     uint64_t now_usec = rl_mc_now_usec();
-    size_t replies = 0;
+    size_t replies = 0; /* to increments */
     while (sock->input->size != 0) {
         rl_mc_reply_t reply;
         size_t used;
@@ -421,8 +476,7 @@ static void on_read(h2o_socket_t *sock, const char *err)
             return;
         }
         h2o_buffer_consume(&sock->input, used);
-        complete_head(node, &reply, now_usec);
-        ++replies;
+        replies += complete_head(node, &reply, now_usec);
         if (node->sock != sock) /* a callback tore the connection down */
             return;
     }
@@ -441,6 +495,7 @@ static void on_connect(h2o_socket_t *sock, const char *err)
         return;
     }
     node->state = RL_MC_NODE_CONNECTED;
+    node->connected_at_ms = h2o_now(node->thread->loop);
     h2o_socket_read_start(sock, on_read);
     /* proves the node answers: readiness, and re-admission of an ejected node */
     send_probe(node);

@@ -136,6 +136,7 @@ static void dispose_timeouts(rl_mc_thread_t *thread)
 {
     h2o_timeout_unlink(&thread->probe_entry);
     h2o_timeout_dispose(thread->loop, &thread->request_timeout);
+    h2o_timeout_dispose(thread->loop, &thread->recheck_timeout);
     h2o_timeout_dispose(thread->loop, &thread->connect_timeout);
     h2o_timeout_dispose(thread->loop, &thread->flush_timeout);
     h2o_timeout_dispose(thread->loop, &thread->retry_timeout);
@@ -189,6 +190,7 @@ static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_
     thread->metrics = metrics;
     h2o_linklist_init_anchor(&thread->free_ops);
     h2o_timeout_init(loop, &thread->request_timeout, store->timeout_ms);
+    h2o_timeout_init(loop, &thread->recheck_timeout, RL_MC_RECHECK_MS);
     h2o_timeout_init(loop, &thread->connect_timeout,
                      store->timeout_ms > RL_MC_CONNECT_TIMEOUT_MS ? store->timeout_ms : RL_MC_CONNECT_TIMEOUT_MS);
     h2o_timeout_init(loop, &thread->flush_timeout, 0);

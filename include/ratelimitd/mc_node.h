@@ -24,6 +24,8 @@
 /* First reconnect delay; doubles up to retry_interval_ms. */
 #define RL_MC_BACKOFF_MIN_MS 10
 #define RL_MC_BACKOFF_LEVELS 20
+/* How often an op whose deadline h2o fired early is looked at again (see on_op_timeout). */
+#define RL_MC_RECHECK_MS 1
 
 typedef struct st_rl_mc_thread_t rl_mc_thread_t;
 typedef struct st_rl_mc_node_t rl_mc_node_t;
@@ -72,7 +74,7 @@ struct st_rl_mc_node_t {
     h2o_socket_t *sock;
     rl_mc_bytes_t out;     /* accumulates commands until the next flush */
     rl_mc_bytes_t writing; /* handed to h2o_socket_write; stable until on_write_complete */
-    size_t out_requests;   /* commands in `out` */
+    size_t out_increments; /* increments in `out`; probes stay out of the pipelining counters */
     h2o_linklist_t fifo;   /* rl_mc_op_t, in the order their commands were queued */
     size_t num_pending;
     uint32_t next_opaque;
@@ -82,6 +84,7 @@ struct st_rl_mc_node_t {
     uint32_t backoff_level;
     uint32_t consecutive_failures;
     bool streak_dropped;              /* a failure of the current streak closed the connection */
+    uint64_t connected_at_ms;         /* loop time the current connection was established */
     uint64_t last_timeout_failure_ms; /* loop time of the last timeout counted as a failure */
     uint64_t last_reply_usec;         /* rl_mc_now_usec() of the last matched reply, 0 before any */
     bool ejected;
@@ -111,6 +114,7 @@ struct st_rl_mc_thread_t {
     rl_ring_t *full_ring;         /* every node: whose key it is when all are ejected */
     rl_mc_node_t *nodes;
     h2o_timeout_t request_timeout; /* timeout_ms, per op */
+    h2o_timeout_t recheck_timeout; /* RL_MC_RECHECK_MS: ops whose request_timeout fired early */
     h2o_timeout_t connect_timeout;
     h2o_timeout_t flush_timeout; /* 0 ms: runs after the loop turn's I/O callbacks */
     h2o_timeout_t retry_timeout; /* retry_interval_ms: how long an ejected node stays out */

@@ -16,11 +16,12 @@ typedef struct st_rl_mc_node_stats_t {
     bool healthy;   /* the last reply or probe within the timeout succeeded */
     size_t pending; /* ops in the FIFO, abandoned ones included */
     uint32_t consecutive_failures;
-    uint64_t writes;         /* socket writes */
-    uint64_t write_requests; /* requests carried by those writes */
-    uint64_t reads;          /* reads that completed at least one reply */
-    uint64_t replies;
-    uint64_t failures; /* connection-level failures and timeouts */
+    /* Increments only: a probe's write or reply would pass an idle node off as traffic. */
+    uint64_t writes;         /* socket writes that carried an increment */
+    uint64_t write_requests; /* increments carried by those writes */
+    uint64_t reads;          /* reads that completed at least one increment's reply */
+    uint64_t replies;        /* increments answered */
+    uint64_t failures;       /* connection-level failures and timeouts */
     uint64_t ejections;
     uint64_t probes;          /* `mn` sent */
     uint64_t lookups;         /* re-resolutions of the host name started before a reconnect */

@@ -92,11 +92,15 @@ class FaultTest(h.RLTestCase):
         self.assertGreater(sum(rec.statuses.values()), 100)
         self.assertFalse(rec.slow, "%s: decisions slower than timeout_ms + %.2fs: %r" % (mode, SLACK_S, rec.slow[:20]))
         m = d.metrics()
-        # counted as unreachable: ejected (a node that fails its connect probe may never get an
-        # increment, so backend_errors_total can stay 0 for it; the ejection is what must show)
         self.assertGreaterEqual(m.sum("ratelimitd_backend_ejections_total", node=fake.addr), 1,
                                 "%s: the bad node was never ejected; errors %r" %
                                 (mode, m.find("ratelimitd_backend_errors_total", node=fake.addr)))
+        # and its failures show under their reason, even those of probes no request waited on (a
+        # node that fails its connect probe may never get an increment); a truncated reply is a
+        # protocol error even though the node closes the connection after it
+        reason = {"silent": "timeout", "close": "unreachable"}.get(mode, "protocol")
+        self.assertGreaterEqual(m.get("ratelimitd_backend_errors_total", 0, node=fake.addr, reason=reason), 1,
+                                "%s: %r" % (mode, m.find("ratelimitd_backend_errors_total", node=fake.addr)))
         self.assertEqual(m.sum("ratelimitd_backend_errors_total", node=real.addr), 0, mode)
         self.assertEqual(self.node_up(d, real), 1, mode)
         # the log quotes what the node sent, so an operator sees "out of memory", not just "bad"
@@ -117,6 +121,31 @@ class FaultTest(h.RLTestCase):
         d.stop()
         fake.stop()
         real.kill()
+
+    def test_idle_daemon_counts_closes_and_no_traffic(self):
+        """No request at all. A node that closes every connection is failing, and errors_total
+        says so although no request waited on it (only the probe sent on connect). The healthy
+        node is only probed, and probes are not traffic: the write/read counters stay 0."""
+        (real,) = self.memcached(1)
+        fake = h.FakeMemcached("close")
+        self.addCleanup(fake.stop)
+        d = self.start_daemon([real.addr, fake.addr], "open")
+
+        def unreachable():
+            return d.metrics().get("ratelimitd_backend_errors_total", 0, node=fake.addr, reason="unreachable")
+
+        self.assertTrue(h.wait_until(lambda: unreachable() >= 1, 3.0),
+                        "closes with no request waiting were not counted: %r (%d connections accepted)" %
+                        (d.metrics().find("ratelimitd_backend_errors_total", node=fake.addr), fake.accepted))
+        # a node idle for 1 s is probed again (every 0.5 s): by 2.5 s the healthy one has been
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - d.started_at)))
+        m = d.metrics()
+        self.assertEqual(m.get("ratelimitd_backend_node_up", None, node=real.addr), 1)  # probes were answered
+        for name in ("ratelimitd_backend_writes_total", "ratelimitd_backend_write_requests_total",
+                     "ratelimitd_backend_reads_total", "ratelimitd_backend_read_replies_total"):
+            self.assertEqual(m.sum(name), 0, "%s counts probes: %r" % (name, m.find(name)))
+        self.assertEqual(m.sum("ratelimitd_backend_errors_total", node=real.addr), 0)
+        self.check_alive_and_small(d)
 
     def test_blackholed_node_connect_never_completes(self):
         """A node whose host died without a reset: SYNs vanish, so connects hang. Its keys follow
@@ -306,7 +335,8 @@ class FaultTest(h.RLTestCase):
         (mc,) = self.memcached(1)
         port = h.free_port()
         cfg = h.base_config(port, [mc.addr], threads=1)
-        cfg["backend"].update({"timeout_ms": 3000, "failure_limit": 100})
+        # a timeout_ms this long needs counters that outlive it (config: at most (window_ttl_s - 2) x 1000)
+        cfg["backend"].update({"timeout_ms": 3000, "failure_limit": 100, "window_ttl_s": 5})
         d = self.daemon(cfg, port=port)
         mc.pause()
         pending = []
@@ -342,7 +372,8 @@ class FaultTest(h.RLTestCase):
         (mc,) = self.memcached(1)
         port = h.free_port()
         cfg = h.base_config(port, [mc.addr], threads=1)
-        cfg["backend"].update({"timeout_ms": 2000, "failure_limit": 1000, "max_pending": 4, "on_failure": "open"})
+        cfg["backend"].update({"timeout_ms": 2000, "failure_limit": 1000, "max_pending": 4, "on_failure": "open",
+                               "window_ttl_s": 5})
         d = self.daemon(cfg, port=port)
 
         def written():

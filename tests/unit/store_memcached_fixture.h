@@ -174,6 +174,25 @@ static inline rl_mc_node_stats_t stats_of(fixture_t *f, size_t node)
     return stats;
 }
 
+/* The value of one node's series in the exposition: `reason` NULL for a series without it. */
+static inline uint64_t node_metric(rl_metrics_t *metrics, const char *name, const char *node, const char *reason)
+{
+    char series[256];
+    if (reason != NULL)
+        snprintf(series, sizeof(series), "%s{node=\"%s\",reason=\"%s\"} ", name, node, reason);
+    else
+        snprintf(series, sizeof(series), "%s{node=\"%s\"} ", name, node);
+    size_t len;
+    char *text = rl_metrics_render(metrics, &len);
+    assert_non_null(text);
+    const char *at = strstr(text, series);
+    if (at == NULL)
+        fail_msg("series %s not found", series);
+    uint64_t value = strtoull(at + strlen(series), NULL, 10);
+    free(text);
+    return value;
+}
+
 static inline rl_store_op_t *incr(fixture_t *f, const char *key, result_t *r)
 {
     rl_counter_key_t counter = {

@@ -125,6 +125,43 @@ static void test_real_memcached_pipelines_one_loop_turn_into_one_write(void **st
     rl_metrics_destroy(metrics);
 }
 
+/* The pipelining counters are about increments: an idle node's probes are no traffic. */
+static void test_real_memcached_probes_are_not_counted_as_writes_or_reads(void **state)
+{
+    (void)state;
+    enum { N = 10 };
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    rl_metrics_t *metrics = rl_metrics_create(1, &f.config);
+    assert_non_null(metrics);
+    fixture_start(&f, rl_metrics_thread(metrics, 0));
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    run_for(f.loop, 1700); /* idle long enough to be probed again */
+    static const char *const series[] = {"ratelimitd_backend_writes_total", "ratelimitd_backend_write_requests_total",
+                                         "ratelimitd_backend_reads_total", "ratelimitd_backend_read_replies_total"};
+    rl_mc_node_stats_t stats = stats_of(&f, 0);
+    assert_true(stats.probes >= 2);
+    for (size_t i = 0; i != sizeof(series) / sizeof(series[0]); ++i)
+        assert_int_equal(node_metric(metrics, series[i], f.names[0], NULL), 0);
+    assert_int_equal(stats.writes + stats.write_requests + stats.reads + stats.replies, 0);
+
+    result_t results[N] = {{0}};
+    char key[128];
+    unique_key(key, sizeof(key), "probes");
+    for (size_t i = 0; i != N; ++i)
+        assert_non_null(incr(&f, key, &results[i]));
+    assert_true(run_until(f.loop, result_done, &results[N - 1], 3000));
+    assert_int_equal(node_metric(metrics, "ratelimitd_backend_writes_total", f.names[0], NULL), 1);
+    assert_int_equal(node_metric(metrics, "ratelimitd_backend_write_requests_total", f.names[0], NULL), N);
+    assert_int_equal(node_metric(metrics, "ratelimitd_backend_read_replies_total", f.names[0], NULL), N);
+    assert_true(node_metric(metrics, "ratelimitd_backend_reads_total", f.names[0], NULL) >= 1);
+    stats = stats_of(&f, 0);
+    assert_int_equal(stats.write_requests, N);
+    assert_int_equal(stats.replies, N);
+    fixture_dispose(&f);
+    rl_metrics_destroy(metrics);
+}
+
 static void test_cancelled_op_never_calls_back_and_overload_is_immediate(void **state)
 {
     (void)state;
@@ -177,6 +214,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_memcached_counts_1_2_3_and_queues_while_connecting),
         cmocka_unit_test(test_real_memcached_pipelines_one_loop_turn_into_one_write),
+        cmocka_unit_test(test_real_memcached_probes_are_not_counted_as_writes_or_reads),
         cmocka_unit_test(test_cancelled_op_never_calls_back_and_overload_is_immediate),
         cmocka_unit_test(test_thread_destroy_cancels_pending_ops),
     };

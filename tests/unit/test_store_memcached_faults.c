@@ -1,13 +1,14 @@
 /*
  * The memcached store against fake nodes served from the test's own loop, which answer well,
- * garbage, a truncated reply then close, or nothing, on command; and against a port nobody
- * listens on. Proves the error codes, ejection after failure_limit, keys moving while a node is
- * out, and re-admission after retry_interval_ms.
+ * garbage, a truncated reply then close, nothing, late, a close, or probes well and increments
+ * with garbage, on command; and against a port nobody listens on. Proves the error codes and
+ * their counting, ejection after failure_limit (and not after unrelated failures), keys moving
+ * while a node is out, re-admission after retry_interval_ms, and that no deadline fires early.
  */
 #define _GNU_SOURCE /* memmem */
 #include "store_memcached_fixture.h"
 
-typedef enum { FAKE_GOOD = 0, FAKE_GARBAGE, FAKE_TRUNCATE, FAKE_SILENT, FAKE_LATE } fake_mode_t;
+typedef enum { FAKE_GOOD = 0, FAKE_GARBAGE, FAKE_TRUNCATE, FAKE_SILENT, FAKE_LATE, FAKE_CLOSE, FAKE_MN_OK } fake_mode_t;
 
 #define FAKE_LATE_MS 120
 
@@ -46,7 +47,8 @@ static void fake_on_write(h2o_socket_t *sock, const char *err)
     }
 }
 
-/* Answers every complete command line the way memcached would: VA 1 for `ma`, MN for `mn`. */
+/* Answers every complete command line the way memcached would: VA 1 for `ma`, MN for `mn`;
+ * FAKE_MN_OK answers `ma` with garbage. */
 static size_t fake_answer(fake_t *fake, h2o_buffer_t *in, size_t *consumed)
 {
     size_t at = 0, len = 0;
@@ -58,6 +60,8 @@ static size_t fake_answer(fake_t *fake, h2o_buffer_t *in, size_t *consumed)
         const char *line = in->bytes + at;
         if (line_len >= 4 && memcmp(line, "mn\r\n", 4) == 0) {
             len += (size_t)snprintf(fake->out + len, sizeof(fake->out) - len, "MN\r\n");
+        } else if (fake->mode == FAKE_MN_OK) {
+            len += (size_t)snprintf(fake->out + len, sizeof(fake->out) - len, "garbage\r\n");
         } else {
             const char *o = memmem(line, line_len, " O", 2);
             assert_non_null(o);
@@ -70,13 +74,25 @@ static size_t fake_answer(fake_t *fake, h2o_buffer_t *in, size_t *consumed)
     return len;
 }
 
+static void fake_close(fake_t *fake, h2o_socket_t *sock)
+{
+    h2o_socket_close(sock);
+    if (fake->conn == sock)
+        fake->conn = NULL;
+}
+
+/* Closes the client's connection, as a node restarting or a proxy timing it out would. */
+static void fake_drop(fake_t *fake)
+{
+    if (fake->conn != NULL)
+        fake_close(fake, fake->conn);
+}
+
 static void fake_on_read(h2o_socket_t *sock, const char *err)
 {
     fake_t *fake = sock->data;
     if (err != NULL) {
-        h2o_socket_close(sock);
-        if (fake->conn == sock)
-            fake->conn = NULL;
+        fake_close(fake, sock);
         return;
     }
     if (h2o_socket_is_writing(sock)) {
@@ -86,8 +102,12 @@ static void fake_on_read(h2o_socket_t *sock, const char *err)
     size_t len = 0, consumed = sock->input->size;
     switch (fake->mode) {
     case FAKE_GOOD:
+    case FAKE_MN_OK:
         len = fake_answer(fake, sock->input, &consumed);
         break;
+    case FAKE_CLOSE:
+        fake_close(fake, sock);
+        return;
     case FAKE_GARBAGE:
         len = (size_t)snprintf(fake->out, sizeof(fake->out), "garbage\r\n");
         break;
@@ -224,7 +244,9 @@ static void test_garbage_reply_is_a_protocol_error_and_drops_the_connection(void
     fixture_dispose(&f);
 }
 
-static void test_truncated_reply_then_close_is_backend_down(void **state)
+/* The reply the node started is what failed (README: `protocol` is a "garbage or truncated
+ * reply"); the requests queued behind it fail because the connection is gone. */
+static void test_truncated_reply_then_close_is_a_protocol_error(void **state)
 {
     (void)state;
     fixture_t f;
@@ -233,7 +255,14 @@ static void test_truncated_reply_then_close_is_backend_down(void **state)
     start_and_wait_ready(&f);
     fake.mode = FAKE_TRUNCATE;
     result_t r[3] = {{0}};
-    incr_all_expect(&f, "rl:t:1", r, 3, RL_ERR_BACKEND_DOWN);
+    for (size_t i = 0; i != 3; ++i)
+        incr(&f, "rl:t:1", &r[i]);
+    assert_true(run_until(f.loop, result_done, &r[2], 3000));
+    int want[3] = {RL_ERR_BACKEND_PROTOCOL, RL_ERR_BACKEND_DOWN, RL_ERR_BACKEND_DOWN};
+    for (size_t i = 0; i != 3; ++i) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, want[i]);
+    }
     assert_int_equal(stats_of(&f, 0).pending, 0);
     fake_stop(&fake);
     fixture_dispose(&f);
@@ -420,18 +449,199 @@ static void test_ejection_moves_only_its_keys_and_readmission_brings_them_back(v
     fixture_dispose(&f);
 }
 
+typedef struct st_failures_cond_t {
+    fixture_t *f;
+    uint64_t failures;
+} failures_cond_t;
+
+static bool failures_reached(void *arg)
+{
+    failures_cond_t *c = arg;
+    return stats_of(c->f, 0).failures >= c->failures;
+}
+
+static bool streak_over(void *arg)
+{
+    rl_mc_node_stats_t stats = stats_of(arg, 0);
+    return stats.connected && stats.consecutive_failures == 0;
+}
+
+/* Closes hours apart on a connection that carries no increments (an idle thread, a node few keys
+ * hash to) are unrelated: once a reconnected connection has stayed up for retry_interval_ms, a
+ * probe answered on it ends the streak, so they never add up to an ejection. */
+static void test_closes_far_apart_do_not_add_up_to_an_ejection(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fake_t fake;
+    start_on_fake(&f, &fake);
+    f.config.backend.failure_limit = 3;
+    f.config.backend.retry_interval_ms = 200;
+    start_and_wait_ready(&f);
+    for (uint64_t i = 1; i <= 3; ++i) {
+        fake_drop(&fake);
+        failures_cond_t dropped = {&f, i};
+        assert_true(run_until(f.loop, failures_reached, &dropped, 3000));
+        /* reconnected at once; the next idle probe (RL_MC_PROBE_IDLE_MS later) ends the streak */
+        assert_true(run_until(f.loop, streak_over, &f, 3000));
+    }
+    rl_mc_node_stats_t stats = stats_of(&f, 0);
+    assert_int_equal(stats.failures, 3);
+    assert_int_equal(stats.ejections, 0);
+    assert_false(stats.ejected);
+    assert_int_equal(fake.accepted, 4);
+    fake_stop(&fake);
+    fixture_dispose(&f);
+}
+
+/* Why a probe answered right after a reconnect must not end a streak of dropped connections: a
+ * node that answers `mn` but garbles `ma` would never reach failure_limit, or, re-admitted, would
+ * stay in the ring through failure_limit more bad increments. */
+static void test_a_node_that_answers_probes_but_garbles_increments_is_ejected_again_at_once(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fake_t fake;
+    start_on_fake(&f, &fake);
+    f.config.backend.failure_limit = 2;
+    f.config.backend.retry_interval_ms = 300;
+    start_and_wait_ready(&f);
+    fake.mode = FAKE_MN_OK;
+    for (int i = 0; i != 2; ++i) {
+        assert_true(run_until(f.loop, store_ready, f.thread, 3000)); /* reconnected, probe answered */
+        assert_int_equal(incr_wait(&f, "rl:mn:1", NULL), RL_ERR_BACKEND_PROTOCOL);
+    }
+    rl_mc_node_stats_t stats = stats_of(&f, 0);
+    assert_true(stats.ejected);
+    assert_int_equal(stats.ejections, 1);
+
+    node_cond_t readmitted = {&f, 0, false};
+    assert_true(run_until(f.loop, node_ejected_is, &readmitted, 3000));
+    assert_int_equal(stats_of(&f, 0).consecutive_failures, 2);
+    assert_int_equal(incr_wait(&f, "rl:mn:1", NULL), RL_ERR_BACKEND_PROTOCOL);
+    stats = stats_of(&f, 0);
+    assert_true(stats.ejected);
+    assert_int_equal(stats.ejections, 2);
+    fake_stop(&fake);
+    fixture_dispose(&f);
+}
+
+/* No increment waits, only the probe sent on connect: the close is still an error of the node
+ * (README: `unreachable` counts "also while no request waits"), once per failure. */
+static void test_a_close_while_only_the_probe_waits_counts_as_unreachable(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fake_t fake;
+    start_on_fake(&f, &fake);
+    fake.mode = FAKE_CLOSE;
+    rl_metrics_t *metrics = rl_metrics_create(1, &f.config);
+    assert_non_null(metrics);
+    fixture_start(&f, rl_metrics_thread(metrics, 0));
+    run_for(f.loop, 1500);
+    rl_mc_node_stats_t stats = stats_of(&f, 0);
+    assert_true(fake.accepted >= 1);
+    assert_true(stats.failures >= 1);
+    assert_int_equal(node_metric(metrics, "ratelimitd_backend_errors_total", f.names[0], "unreachable"),
+                     stats.failures);
+    fake_stop(&fake);
+    fixture_dispose(&f);
+    rl_metrics_destroy(metrics);
+}
+
+typedef struct st_timed_t {
+    result_t result;
+    uint64_t issued_usec;
+    uint64_t done_usec;
+} timed_t;
+
+static uint64_t now_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void on_timed(void *cbdata, int status, uint64_t value)
+{
+    timed_t *t = cbdata;
+    t->done_usec = now_usec();
+    on_result(&t->result, status, value);
+}
+
+static void incr_timed(fixture_t *f, const char *key, timed_t *t)
+{
+    rl_counter_key_t counter = {
+        .window = 1795412345, .mckey = key, .mckey_len = strlen(key), .placement_len = strlen(key)};
+    rl_store_op_t *op;
+    t->issued_usec = now_usec();
+    store_incr(f->thread, &counter, on_timed, t, &op);
+}
+
+#define TIMED_OPS 10
+
+static bool all_timed_done(void *arg)
+{
+    timed_t *t = arg;
+    for (size_t i = 0; i != TIMED_OPS; ++i)
+        if (t[i].result.calls == 0)
+            return false;
+    return true;
+}
+
+/* h2o stamps a deadline with the loop's cached time, whole ms taken when the turn started: ops
+ * issued later in the turn (here 300 us apart, as a turn serving many requests does) must still
+ * wait their whole timeout_ms before they fail. */
+static void test_no_increment_times_out_before_timeout_ms(void **state)
+{
+    (void)state;
+    enum { TIMEOUT_MS = 2 };
+    fixture_t f;
+    fake_t fake;
+    start_on_fake(&f, &fake);
+    f.config.backend.timeout_ms = TIMEOUT_MS;
+    f.config.backend.failure_limit = 1000;
+    start_and_wait_ready(&f);
+    fake.mode = FAKE_SILENT;
+    for (int round = 0; round != 3; ++round) {
+        timed_t t[TIMED_OPS];
+        memset(t, 0, sizeof(t));
+        h2o_evloop_run(f.loop, 0); /* a fresh turn: the loop's cached time is now */
+        for (size_t i = 0; i != TIMED_OPS; ++i) {
+            incr_timed(&f, "rl:early:1", &t[i]);
+            for (uint64_t until = now_usec() + 300; now_usec() < until;)
+                ;
+        }
+        assert_true(run_until(f.loop, all_timed_done, t, 3000));
+        for (size_t i = 0; i != TIMED_OPS; ++i) {
+            assert_int_equal(t[i].result.calls, 1);
+            assert_int_equal(t[i].result.status, RL_ERR_BACKEND_TIMEOUT);
+            if (t[i].done_usec - t[i].issued_usec < TIMEOUT_MS * 1000)
+                fail_msg("round %d, op %zu timed out after %llu us (timeout_ms %d)", round, i,
+                         (unsigned long long)(t[i].done_usec - t[i].issued_usec), TIMEOUT_MS);
+        }
+    }
+    assert_false(stats_of(&f, 0).ejected);
+    fake_stop(&fake);
+    fixture_dispose(&f);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_garbage_reply_is_a_protocol_error_and_drops_the_connection),
-        cmocka_unit_test(test_truncated_reply_then_close_is_backend_down),
+        cmocka_unit_test(test_truncated_reply_then_close_is_a_protocol_error),
         cmocka_unit_test(test_silent_node_times_out_and_is_not_ready),
         cmocka_unit_test(test_a_short_stall_is_one_failure_and_a_long_one_ejects),
         cmocka_unit_test(test_idle_probe_detects_a_stalled_node_without_traffic),
         cmocka_unit_test(test_late_idle_probes_do_not_add_up_to_an_ejection),
         cmocka_unit_test(test_unreachable_node_is_ejected_and_fails_synchronously),
         cmocka_unit_test(test_ejection_moves_only_its_keys_and_readmission_brings_them_back),
+        cmocka_unit_test(test_closes_far_apart_do_not_add_up_to_an_ejection),
+        cmocka_unit_test(test_a_node_that_answers_probes_but_garbles_increments_is_ejected_again_at_once),
+        cmocka_unit_test(test_a_close_while_only_the_probe_waits_counts_as_unreachable),
+        cmocka_unit_test(test_no_increment_times_out_before_timeout_ms),
     };
     return cmocka_run_group_tests_name("fake nodes", tests, NULL, NULL);
 }
