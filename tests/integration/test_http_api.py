@@ -63,6 +63,8 @@ class LimitApiTest(h.RLTestCase):
         self.assertTrue(abs(body["window"] - time.time()) < 3, "window %r is not the current Unix second" % body)
         self.assertIsInstance(body["reset_ms"], int)
         self.assertTrue(0 <= body["reset_ms"] <= 1000, body)
+        # t= is the rest of the window rounded up, as Retry-After is: 580 ms left is t=1, not "now"
+        self.assertEqual(rl[2], (body["reset_ms"] + 999) // 1000, r)
         # window and reset_ms place the decision between sending and receiving (same host clock)
         decided_ms = (body["window"] + 1) * 1000 - body["reset_ms"]
         self.assertTrue(r.sent_at * 1000 - 50 <= decided_ms <= r.received_at * 1000 + 50,
@@ -73,6 +75,8 @@ class LimitApiTest(h.RLTestCase):
             self.assertIsNotNone(ra, "429 without Retry-After: %r" % r)
             self.assertRegex(ra.strip(), r"^\d+$", "Retry-After must be whole seconds")
             self.assertGreaterEqual(int(ra), 1)
+            if body["reset_ms"] > 0:
+                self.assertEqual(int(ra), rl[2], r)
 
     def test_under_limit_200_counts_down_then_11th_is_429(self):
         key, rs = self.burst(11)
@@ -138,6 +142,31 @@ class LimitApiTest(h.RLTestCase):
         self.assertEqual(h.parse_ratelimit(r3.header("RateLimit"))[1], 7, r3)
         self.assertEqual(r3.header("RateLimit-Policy"), '"default";q=10;w=1')
         self.check_decision(r4, True, 10, 6)
+
+    def test_head_answers_have_no_body_on_the_wire(self):
+        """http.client drops whatever follows a HEAD answer, so read the bytes: a body after a HEAD
+        answer would be taken by a keep-alive client as the start of the next answer."""
+        over, rs = self.burst(11)
+        self.assertEqual(rs[-1].status, 429)
+        key = unique("head")
+        req = (b"HEAD /limit HTTP/1.1\r\nHost: a\r\nX-API-Key: " + key.encode() + b"\r\n\r\n" +
+               b"HEAD /limit HTTP/1.1\r\nHost: a\r\n\r\n" +
+               b"HEAD /limit HTTP/1.1\r\nHost: a\r\nX-API-Key: " + over.encode() + b"\r\n\r\n" +
+               b"HEAD /nope HTTP/1.1\r\nHost: a\r\n\r\n" +
+               b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        buf, closed = h.raw_exchange(self.d.port, req, read_until_close=True)
+        self.assertTrue(closed, buf)
+        statuses = []
+        for method in ("HEAD", "HEAD", "HEAD", "HEAD", "GET"):
+            self.assertTrue(buf.startswith(b"HTTP/1.1 "), "answer %d does not start a status line: %r" %
+                            (len(statuses) + 1, buf[:200]))
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            statuses.append(int(head.split(b" ")[1]))
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if method == "GET":
+                buf = buf[int(length.group(1)):]
+        self.assertEqual(statuses, [200, 401, 429, 404, 200])
+        self.assertEqual(buf, b"", "bytes after the last answer")
 
     def assertErrorJson(self, r, status):
         self.assertEqual(r.status, status, r)
@@ -208,6 +237,14 @@ class LimitApiTest(h.RLTestCase):
             self.assertEqual(r.status, 405, "%s /limit: %r" % (method, r))
             allow = r.header("Allow") or ""
             self.assertIn("GET", allow, "405 should list allowed methods in Allow: %r" % r)
+        for path in ("/healthz", "/readyz", "/metrics"):
+            for method in ("POST", "PUT", "DELETE"):
+                r = self.c.request(method, path)
+                self.assertErrorJson(r, 405)
+                allow = r.header("Allow") or ""
+                self.assertIn("GET", allow, "%s %s: %r" % (method, path, r))
+                self.assertIn("HEAD", allow, "%s %s: %r" % (method, path, r))
+        self.assertEqual(self.c.request("POST", "/nope").status, 404)
         # still serving on the same connection
         self.assertEqual(self.c.limit(unique()).status, 200)
 

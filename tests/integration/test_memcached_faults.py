@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 import uuid
 
@@ -365,6 +366,44 @@ class FaultTest(h.RLTestCase):
                 s.close()
         self.assertEqual(answered, 20, "decisions pending on the stalled node complete once it resumes")
         self.check_alive_and_small(d)
+
+    def test_a_denial_answered_after_its_window_does_not_deny_the_next(self):
+        """A 429 counted in window w whose answer comes in w+1 (the node stalled across the
+        boundary) is cached for w only: the key's next request, in w+1, is counted afresh."""
+        (mc,) = self.memcached(1)
+        port = h.free_port()
+        cfg = h.base_config(port, [mc.addr], threads=1)
+        cfg["limits"]["default"] = 3
+        cfg["backend"].update({"timeout_ms": 3000, "failure_limit": 1000, "window_ttl_s": 5})
+        d = self.daemon(cfg, port=port)
+        c = d.client()
+        self.addCleanup(c.close)
+        for _ in range(3):
+            key = "late-%s" % uuid.uuid4().hex[:12]
+            w = h.wait_fresh_second(0.2)
+            if [c.limit(key).json["window"] for _ in range(3)] != [w] * 3:
+                continue
+            time.sleep(max(0.0, w + 0.85 - time.time()))
+            result = {}
+            mc.pause()
+            try:
+                t = threading.Thread(target=lambda: result.update(r=c.limit(key)))
+                t.start()
+                time.sleep(max(0.0, w + 1.2 - time.time()))
+            finally:
+                mc.resume()
+            t.join(5)
+            late = result["r"]
+            if late.json["window"] != w:
+                continue  # decided after the boundary: not the case under test
+            self.assertEqual(late.status, 429, late)
+            hits = d.metrics().get("ratelimitd_deny_cache_hits_total", 0)
+            r = c.limit(key)
+            self.assertEqual(r.status, 200, "the denial of window %d was applied to %d: %r" % (w, r.json["window"], r))
+            self.assertGreater(r.json["window"], w)
+            self.assertEqual(d.metrics().get("ratelimitd_deny_cache_hits_total", 0), hits)
+            return
+        self.fail("never had a request decided at the end of a window")
 
     def test_max_pending_fails_fast_when_a_node_stalls(self):
         """backend.max_pending bounds what queues on one node per thread: beyond it, decisions fail

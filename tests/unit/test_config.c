@@ -383,6 +383,10 @@ static void test_out_of_range_and_overflowing_integers_are_rejected(void **state
     assert_single_error("threads: 99999999999999999999999\n", "conf/t.yaml:1:10: threads: must be between 0 and 256");
     assert_single_error("backend: {type: local, window_ttl_s: 2}\n",
                         "conf/t.yaml:1:38: backend.window_ttl_s: must be between 3 and 3600");
+    assert_single_error("backend: {type: local, timeout_ms: 60001}\n",
+                        "conf/t.yaml:1:36: backend.timeout_ms: must be between 1 and 60000");
+    assert_single_error("backend: {type: local, timeout_ms: 0}\n",
+                        "conf/t.yaml:1:36: backend.timeout_ms: must be between 1 and 60000");
     assert_single_error("limits: {default: 0}\n", "conf/t.yaml:1:19: limits.default: must be between 1 and 1000000000");
     assert_single_error("limits: {tiers: {gold: 1000000001}}\n",
                         "conf/t.yaml:1:24: limits.tiers.gold: must be between 1 and 1000000000");
