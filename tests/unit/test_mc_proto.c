@@ -163,6 +163,9 @@ static void test_garbage_is_a_protocol_error(void **state)
         "VA 2 O1\r\n1a\r\n",                    /* non-digit value */
         "VA 1 O1\r\n12\r\n",                    /* data longer than announced */
         "VA 2 O1\r\n1\r\n\r\n",                 /* data shorter than announced */
+        "VA 1 O1\r\n1\rX",                      /* CR without LF after the data */
+        "VA 1 O1\r\n1\r1",                      /* ... even a digit, which must not be swallowed */
+        "VA 1 O1\rX1\r\n",                      /* CR without LF on the header line */
         "VA 20 O1\r\n18446744073709551616\r\n", /* uint64 overflow */
         "VA 1 Oabc\r\n1\r\n",                   /* non-digit opaque */
         "VA 1 O4294967296\r\n1\r\n",            /* opaque overflow */

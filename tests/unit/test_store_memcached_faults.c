@@ -8,7 +8,18 @@
 #define _GNU_SOURCE /* memmem */
 #include "store_memcached_fixture.h"
 
-typedef enum { FAKE_GOOD = 0, FAKE_GARBAGE, FAKE_TRUNCATE, FAKE_SILENT, FAKE_LATE, FAKE_CLOSE, FAKE_MN_OK } fake_mode_t;
+typedef enum {
+    FAKE_GOOD = 0,
+    FAKE_GARBAGE,
+    FAKE_TRUNCATE,
+    FAKE_SILENT,
+    FAKE_LATE,
+    FAKE_CLOSE,
+    FAKE_MN_OK,
+    FAKE_WRONG_OPAQUE,
+    FAKE_NO_OPAQUE,
+    FAKE_ZERO,
+} fake_mode_t;
 
 #define FAKE_LATE_MS 120
 
@@ -48,7 +59,8 @@ static void fake_on_write(h2o_socket_t *sock, const char *err)
 }
 
 /* Answers every complete command line the way memcached would: VA 1 for `ma`, MN for `mn`;
- * FAKE_MN_OK answers `ma` with garbage. */
+ * FAKE_MN_OK answers `ma` with garbage, and FAKE_WRONG_OPAQUE, FAKE_NO_OPAQUE and FAKE_ZERO with
+ * a well-formed VA that is still not an answer to it (another request's, or a count of 0). */
 static size_t fake_answer(fake_t *fake, h2o_buffer_t *in, size_t *consumed)
 {
     size_t at = 0, len = 0;
@@ -66,7 +78,16 @@ static size_t fake_answer(fake_t *fake, h2o_buffer_t *in, size_t *consumed)
             const char *o = memmem(line, line_len, " O", 2);
             assert_non_null(o);
             unsigned long opaque = strtoul(o + 2, NULL, 10);
-            len += (size_t)snprintf(fake->out + len, sizeof(fake->out) - len, "VA 1 O%lu\r\n1\r\n", opaque);
+            char *out = fake->out + len;
+            size_t cap = sizeof(fake->out) - len;
+            if (fake->mode == FAKE_WRONG_OPAQUE)
+                len += (size_t)snprintf(out, cap, "VA 1 O%lu\r\n1\r\n", opaque + 1);
+            else if (fake->mode == FAKE_NO_OPAQUE)
+                len += (size_t)snprintf(out, cap, "VA 1\r\n1\r\n");
+            else if (fake->mode == FAKE_ZERO)
+                len += (size_t)snprintf(out, cap, "VA 1 O%lu\r\n0\r\n", opaque);
+            else
+                len += (size_t)snprintf(out, cap, "VA 1 O%lu\r\n1\r\n", opaque);
         }
         at += line_len;
     }
@@ -103,6 +124,9 @@ static void fake_on_read(h2o_socket_t *sock, const char *err)
     switch (fake->mode) {
     case FAKE_GOOD:
     case FAKE_MN_OK:
+    case FAKE_WRONG_OPAQUE:
+    case FAKE_NO_OPAQUE:
+    case FAKE_ZERO:
         len = fake_answer(fake, sock->input, &consumed);
         break;
     case FAKE_CLOSE:
@@ -242,6 +266,69 @@ static void test_garbage_reply_is_a_protocol_error_and_drops_the_connection(void
     assert_int_equal(fake.accepted, 2);
     fake_stop(&fake);
     fixture_dispose(&f);
+}
+
+/*
+ * A reply that parses but does not answer the head of the FIFO. Another request's opaque (or none)
+ * means the node and the client disagree on which reply is whose: every later reply would be
+ * credited to the wrong request. A count of 0 cannot follow `ma ... J1`; taking it would admit a
+ * request that was never counted, with the whole quota still ahead of it. Either way the reply is
+ * not delivered, and the connection goes, as for garbage.
+ */
+static void expect_unanswering_reply_is_a_protocol_error(fake_mode_t mode)
+{
+    fixture_t f;
+    fake_t fake;
+    start_on_fake(&f, &fake);
+    rl_metrics_t *metrics = rl_metrics_create(1, &f.config);
+    assert_non_null(metrics);
+    fixture_start(&f, rl_metrics_thread(metrics, 0));
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+
+    fake.mode = mode;
+    result_t r = {.value = UINT64_MAX}; /* so a callback passing the reply's value shows */
+    incr(&f, "rl:o:1", &r);
+    assert_true(run_until(f.loop, result_done, &r, 3000));
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, RL_ERR_BACKEND_PROTOCOL);
+    assert_int_equal(r.value, 0);
+    rl_mc_node_stats_t stats = stats_of(&f, 0);
+    assert_false(stats.connected);
+    assert_false(stats.healthy);
+    assert_int_equal(stats.consecutive_failures, 1);
+    assert_int_equal(stats.failures, 1);
+    assert_int_equal(stats.replies, 0);
+    assert_false(stats.ejected);
+    assert_int_equal(node_metric(metrics, "ratelimitd_backend_errors_total", f.names[0], "protocol"), 1);
+
+    fake.mode = FAKE_GOOD;
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    assert_int_equal(fake.accepted, 2);
+    uint64_t value;
+    assert_int_equal(incr_wait(&f, "rl:o:1", &value), RL_OK);
+    assert_int_equal(value, 1);
+    assert_int_equal(stats_of(&f, 0).consecutive_failures, 0);
+    fake_stop(&fake);
+    fixture_dispose(&f);
+    rl_metrics_destroy(metrics);
+}
+
+static void test_a_reply_with_another_requests_opaque_is_a_protocol_error(void **state)
+{
+    (void)state;
+    expect_unanswering_reply_is_a_protocol_error(FAKE_WRONG_OPAQUE);
+}
+
+static void test_a_reply_without_an_opaque_is_a_protocol_error(void **state)
+{
+    (void)state;
+    expect_unanswering_reply_is_a_protocol_error(FAKE_NO_OPAQUE);
+}
+
+static void test_a_count_of_zero_is_a_protocol_error(void **state)
+{
+    (void)state;
+    expect_unanswering_reply_is_a_protocol_error(FAKE_ZERO);
 }
 
 /* The reply the node started is what failed (README: `protocol` is a "garbage or truncated
@@ -631,6 +718,9 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_garbage_reply_is_a_protocol_error_and_drops_the_connection),
+        cmocka_unit_test(test_a_reply_with_another_requests_opaque_is_a_protocol_error),
+        cmocka_unit_test(test_a_reply_without_an_opaque_is_a_protocol_error),
+        cmocka_unit_test(test_a_count_of_zero_is_a_protocol_error),
         cmocka_unit_test(test_truncated_reply_then_close_is_a_protocol_error),
         cmocka_unit_test(test_silent_node_times_out_and_is_not_ready),
         cmocka_unit_test(test_a_short_stall_is_one_failure_and_a_long_one_ejects),
