@@ -83,6 +83,20 @@ static inline bool result_done(void *arg)
     return ((result_t *)arg)->calls != 0;
 }
 
+typedef struct st_results_t {
+    const result_t *r;
+    size_t n;
+} results_t;
+
+static inline bool results_all_done(void *arg)
+{
+    const results_t *results = arg;
+    for (size_t i = 0; i != results->n; ++i)
+        if (results->r[i].calls == 0)
+            return false;
+    return true;
+}
+
 static inline bool store_ready(void *arg)
 {
     rl_store_thread_t *thread = arg;
@@ -214,13 +228,15 @@ static inline int incr_wait(fixture_t *f, const char *key, uint64_t *value)
     return r.status;
 }
 
-/* Issues `n` increments of `key` in one loop turn, waits for the last, and checks that every one
- * completed once with `status`. */
+/* Issues `n` increments of `key` in one loop turn, waits for them all, and checks that every one
+ * completed once with `status`. Timeouts may complete them out of order: each is failed at its own
+ * deadline, measured from its issue, and a slow turn (valgrind) can find a later one due first. */
 static inline void incr_all_expect(fixture_t *f, const char *key, result_t *r, size_t n, int status)
 {
     for (size_t i = 0; i != n; ++i)
         incr(f, key, &r[i]);
-    assert_true(run_until(f->loop, result_done, &r[n - 1], 3000));
+    results_t all = {r, n};
+    assert_true(run_until(f->loop, results_all_done, &all, 3000));
     for (size_t i = 0; i != n; ++i) {
         assert_int_equal(r[i].calls, 1);
         assert_int_equal(r[i].status, status);
