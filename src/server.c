@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <sched.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -230,7 +231,9 @@ static void init_globalconf(rl_server_t *server)
     server->globalconf.http2.graceful_shutdown_timeout =
         config->shutdown_grace_ms > RL_GOAWAY_RESEND_MS ? config->shutdown_grace_ms - RL_GOAWAY_RESEND_MS : 1;
     server->globalconf.handshake_timeout = config->server.idle_timeout_ms;
-    server->globalconf.max_request_entity_size = 65536;
+    /* No endpoint reads a body, and h2o buffers each stream's whole body before the handler runs:
+     * at 64 KiB, 100 unfinished HTTP/2 streams pinned ~7 MiB per connection. */
+    server->globalconf.max_request_entity_size = 1024;
     h2o_hostconf_t *host = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     rl_limit_handler_register(host);
     rl_admin_handlers_register(host);
@@ -318,7 +321,66 @@ typedef struct st_rl_connection_t {
     h2o_linklist_t link;
     rl_worker_t *worker;
     h2o_socket_t *sock;
+    uint64_t acked, received, progress_ms;
 } rl_connection_t;
+
+/* glibc's struct tcp_info ends before these fields of Linux >= 4.1, which follow it in the
+ * kernel's layout; getsockopt says how much it filled, so an older kernel is noticed. */
+struct rl_tcp_info {
+    struct tcp_info base;
+    uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+};
+
+/*
+ * How long a connection may go without its peer sending a byte or acknowledging one. h2o 2.2.5
+ * times out idle connections only: one whose answer cannot be written (a client that never
+ * reads, an HTTP/2 stream whose window is zero) or whose request never ends is not idle to it,
+ * and would hold its max_connections slot and its buffers forever. Twice idle_timeout_ms, plus
+ * the longest a decision may wait for memcached, leaves h2o's own timers to act first.
+ */
+static uint64_t stuck_after_ms(const rl_config_t *config)
+{
+    return 2 * (uint64_t)config->server.idle_timeout_ms +
+           (config->backend.type == RL_BACKEND_MEMCACHED ? config->backend.timeout_ms : 0);
+}
+
+/* A quarter of idle_timeout_ms, at least 250 ms: one getsockopt per connection per check. */
+static uint64_t watchdog_interval_ms(const rl_config_t *config)
+{
+    uint64_t quarter = config->server.idle_timeout_ms / 4;
+    return quarter > 250 ? quarter : 250;
+}
+
+/* Whether the peer made progress since the last check; false when TCP_INFO cannot tell. */
+static bool made_progress(rl_connection_t *conn, uint64_t now_ms)
+{
+    int fd = h2o_socket_get_fd(conn->sock);
+    struct rl_tcp_info info;
+    socklen_t len = sizeof(info);
+    if (fd == -1 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+        len < offsetof(struct rl_tcp_info, bytes_received) + sizeof(info.bytes_received))
+        return true;
+    if (info.bytes_acked == conn->acked && info.bytes_received == conn->received)
+        return false;
+    conn->acked = info.bytes_acked;
+    conn->received = info.bytes_received;
+    conn->progress_ms = now_ms;
+    return true;
+}
+
+/* Shuts stuck connections down; h2o then closes them through its own error path. */
+static void on_watchdog(h2o_timeout_entry_t *entry)
+{
+    rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, watchdog_entry, entry);
+    uint64_t now = h2o_now(worker->ctx.loop);
+    uint64_t limit = stuck_after_ms(worker->config);
+    for (h2o_linklist_t *node = worker->connection_list.next; node != &worker->connection_list; node = node->next) {
+        rl_connection_t *conn = H2O_STRUCT_FROM_MEMBER(rl_connection_t, link, node);
+        if (!made_progress(conn, now) && now - conn->progress_ms >= limit)
+            shutdown(h2o_socket_get_fd(conn->sock), SHUT_RDWR);
+    }
+    h2o_timeout_link(worker->ctx.loop, &worker->watchdog_timeout, &worker->watchdog_entry);
+}
 
 static void on_connection_close(void *data)
 {
@@ -341,7 +403,7 @@ static bool track_connection(rl_worker_t *worker, h2o_socket_t *sock)
         free(conn);
         return false;
     }
-    *conn = (rl_connection_t){.worker = worker, .sock = sock};
+    *conn = (rl_connection_t){.worker = worker, .sock = sock, .progress_ms = h2o_now(worker->ctx.loop)};
     h2o_linklist_insert(&worker->connection_list, &conn->link);
     ++worker->connections;
     rl_metrics_connection_opened(worker->metrics);
@@ -524,6 +586,9 @@ static int worker_setup(rl_worker_t *worker)
     worker->drain_entry = (h2o_timeout_entry_t){.cb = on_drain_tick};
     h2o_timeout_init(worker->ctx.loop, &worker->accept_pause_timeout, RL_ACCEPT_PAUSE_MS);
     worker->accept_pause_entry = (h2o_timeout_entry_t){.cb = on_accept_pause_over};
+    h2o_timeout_init(worker->ctx.loop, &worker->watchdog_timeout, watchdog_interval_ms(worker->config));
+    worker->watchdog_entry = (h2o_timeout_entry_t){.cb = on_watchdog};
+    h2o_timeout_link(worker->ctx.loop, &worker->watchdog_timeout, &worker->watchdog_entry);
     h2o_linklist_init_anchor(&worker->connection_list);
     worker->metrics = rl_metrics_thread(server->metrics, worker->index);
     worker->deny_cache = rl_deny_cache_create(RL_DENY_CACHE_SLOTS);
@@ -553,6 +618,8 @@ static void worker_teardown(rl_worker_t *worker)
     close_listeners(worker);
     if (h2o_timeout_is_linked(&worker->drain_entry))
         h2o_timeout_unlink(&worker->drain_entry);
+    if (h2o_timeout_is_linked(&worker->watchdog_entry))
+        h2o_timeout_unlink(&worker->watchdog_entry);
     rl_store_thread_destroy(worker->store);
     worker->store = NULL;
     rl_deny_cache_destroy(worker->deny_cache);
@@ -569,6 +636,7 @@ static void worker_teardown(rl_worker_t *worker)
     h2o_multithread_destroy_queue(worker->queue);
     h2o_timeout_dispose(loop, &worker->drain_timeout);
     h2o_timeout_dispose(loop, &worker->accept_pause_timeout);
+    h2o_timeout_dispose(loop, &worker->watchdog_timeout);
     /* h2o_context_request_shutdown() arms a one-second GOAWAY resend that h2o 2.2.5's
      * h2o_context_dispose() does not disarm; with no connection left it has nothing to do. */
     if (h2o_timeout_is_linked(&worker->ctx.http2._graceful_shutdown_timeout))

@@ -48,6 +48,8 @@ typedef struct st_rl_worker_t {
     h2o_timeout_entry_t drain_entry;
     h2o_timeout_t accept_pause_timeout; /* accepting stops a moment when descriptors run out */
     h2o_timeout_entry_t accept_pause_entry;
+    h2o_timeout_t watchdog_timeout;
+    h2o_timeout_entry_t watchdog_entry;
     uint64_t last_accept_error_log_ms;
     size_t inflight;                /* /limit requests waiting on the store */
     size_t connections;             /* open client connections on this thread */
