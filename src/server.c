@@ -74,7 +74,14 @@ struct st_rl_server_t {
     uint32_t max_connections; /* in force: server.max_connections within the open-file limit */
     _Atomic bool draining;
     bool running;
-    pthread_barrier_t started; /* the main thread waits until every loop can take messages */
+    /* The main thread waits until every loop it started can take messages. Not a barrier: when a
+     * thread cannot be created, the ones that were must still be counted in, told to stop and
+     * joined before the server they use is freed. */
+    pthread_mutex_t start_lock;
+    pthread_cond_t start_cond;
+    bool start_sync;    /* start_lock and start_cond are initialised */
+    size_t num_started; /* threads created: those messages go to and joins wait for */
+    size_t num_ready;   /* of those, threads whose loop exists (under start_lock) */
     _Atomic int setup_failures;
 };
 
@@ -656,7 +663,11 @@ static void *worker_main(void *arg)
         rl_log_error("server", "thread %zu: cannot set up its loop (out of memory)", worker->index);
         atomic_fetch_add(&worker->server->setup_failures, 1);
     }
-    pthread_barrier_wait(&worker->server->started);
+    rl_server_t *server = worker->server;
+    pthread_mutex_lock(&server->start_lock);
+    ++server->num_ready;
+    pthread_cond_signal(&server->start_cond);
+    pthread_mutex_unlock(&server->start_lock);
     while (!worker->stopped)
         h2o_evloop_run(worker->ctx.loop, INT32_MAX);
     worker_teardown(worker);
@@ -677,19 +688,29 @@ int rl_server_start(rl_server_t *server)
         rl_limits_retain(server->initial_limits);
         worker->limits = server->initial_limits;
     }
-    /* Each thread creates its own loop and queue; the barrier makes sure they exist before the
-     * main thread may send a reload or shutdown message. */
-    pthread_barrier_init(&server->started, NULL, (unsigned)server->num_workers + 1);
-    for (size_t w = 0; w < server->num_workers; ++w) {
-        int rc = pthread_create(&server->workers[w].thread, NULL, worker_main, &server->workers[w]);
-        if (rc != 0) {
-            /* Threads already started wait at the barrier forever; the caller exits the process. */
-            rl_log_error("server", "pthread_create: %s", strerror(rc));
-            return RL_ERR_IO;
+    /* Each thread creates its own loop and queue; they must exist before the main thread may send
+     * a reload or shutdown message. */
+    pthread_mutex_init(&server->start_lock, NULL);
+    pthread_cond_init(&server->start_cond, NULL);
+    server->start_sync = true;
+    int rc = 0;
+    while (server->num_started < server->num_workers) {
+        rl_worker_t *worker = &server->workers[server->num_started];
+        if ((rc = pthread_create(&worker->thread, NULL, worker_main, worker)) != 0) {
+            /* the threads already running are stopped and joined by rl_server_destroy */
+            rl_log_error("server", "cannot start loop thread %zu of %zu: pthread_create: %s", server->num_started + 1,
+                         server->num_workers, strerror(rc));
+            break;
         }
+        ++server->num_started;
     }
-    pthread_barrier_wait(&server->started);
+    pthread_mutex_lock(&server->start_lock);
+    while (server->num_ready != server->num_started)
+        pthread_cond_wait(&server->start_cond, &server->start_lock);
+    pthread_mutex_unlock(&server->start_lock);
     server->running = true;
+    if (rc != 0)
+        return RL_ERR_IO;
     return atomic_load(&server->setup_failures) == 0 ? RL_OK : RL_ERR_NOMEM;
 }
 
@@ -709,7 +730,7 @@ static void send_message(rl_worker_t *worker, rl_message_kind_t kind, rl_limits_
 
 void rl_server_reload(rl_server_t *server, rl_limits_t *limits)
 {
-    for (size_t w = 0; w < server->num_workers; ++w)
+    for (size_t w = 0; w < server->num_started; ++w)
         send_message(&server->workers[w], RL_MSG_RELOAD, limits);
 }
 
@@ -717,14 +738,14 @@ void rl_server_shutdown(rl_server_t *server)
 {
     atomic_store(&server->draining, true);
     rl_metrics_set_draining(server->metrics, true);
-    for (size_t w = 0; w < server->num_workers; ++w)
+    for (size_t w = 0; w < server->num_started; ++w)
         send_message(&server->workers[w], RL_MSG_SHUTDOWN, NULL);
 }
 
 size_t rl_server_join(rl_server_t *server)
 {
     size_t left_open = 0;
-    for (size_t w = 0; w < server->num_workers; ++w) {
+    for (size_t w = 0; w < server->num_started; ++w) {
         pthread_join(server->workers[w].thread, NULL);
         left_open += server->workers[w].connections;
     }
@@ -740,6 +761,10 @@ void rl_server_destroy(rl_server_t *server)
         rl_server_shutdown(server);
         rl_server_join(server);
     }
+    if (server->start_sync) {
+        pthread_cond_destroy(&server->start_cond);
+        pthread_mutex_destroy(&server->start_lock);
+    }
     if (server->listen_fds != NULL) {
         for (size_t i = 0; i < server->config->num_listen * server->num_workers; ++i)
             if (server->listen_fds[i] != -1)
@@ -753,6 +778,8 @@ void rl_server_destroy(rl_server_t *server)
     }
     if (server->workers != NULL) {
         for (size_t w = 0; w < server->num_workers; ++w) {
+            if (w >= server->num_started) /* never started: its teardown never released them */
+                rl_limits_release(server->workers[w].limits);
             free(server->workers[w].accept_ctxs);
             free(server->workers[w].listeners);
         }

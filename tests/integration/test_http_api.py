@@ -347,6 +347,29 @@ class CommandLineTest(h.RLTestCase):
     def run_bin(self, *args, timeout=10):
         return h.run_cmd([h.rl_binary()] + list(args), timeout=timeout)
 
+    def test_a_loop_thread_that_cannot_be_created_fails_start_up_cleanly(self):
+        """A pids limit can refuse a thread. The loops already started must be stopped and joined
+        before the server they use is freed: before, this exited by SIGSEGV or abort, or under
+        ASan with a heap-use-after-free, most of the time."""
+        shim = os.environ.get("RL_RESOLVE_SHIM")
+        if not shim or not os.path.isfile(shim):
+            h.fail_hard("RL_RESOLVE_SHIM=%r is not the built test shim (run through ctest)" % shim)
+        port = h.free_port()
+        path = os.path.join(self.tmpdir, "threads.yaml")
+        with open(path, "w") as f:
+            f.write(h.to_yaml(h.base_config(port, threads=8)))
+        # the shim first, so that its pthread_create is the one ratelimitd calls (under ASan it
+        # then calls ASan's, which must be told not to insist on coming first)
+        env = dict(os.environ, LD_PRELOAD=shim, RL_TEST_FAIL_PTHREAD_CREATE_AT="4",
+                   ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+        for attempt in range(10):
+            r = subprocess.run([h.rl_binary(), "-c", path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=20, env=env)
+            self.assertEqual(r.returncode, 1, "attempt %d: %r" % (attempt, r.stderr[-3000:]))
+            self.assertIn("pthread_create: Resource temporarily unavailable", r.stderr)
+            self.assertNotIn("AddressSanitizer", r.stderr)
+        self.assertFalse(h.port_accepts(port))
+
     def test_check_config_ok(self):
         port = h.free_port()
         path = os.path.join(self.tmpdir, "good.yaml")

@@ -10,10 +10,16 @@
  *
  * Every other name, and any AI_NUMERICHOST query, goes to the next getaddrinfo (libc's, or an
  * ASan interceptor's), which also builds the answer, so libc's freeaddrinfo() frees it.
+ *
+ * It can also make thread creation fail, as a container's pids limit does:
+ *
+ *   RL_TEST_FAIL_PTHREAD_CREATE_AT  N: the Nth pthread_create() of the process fails with EAGAIN
  */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,4 +100,16 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
     numeric.ai_canonname = NULL;
     numeric.ai_next = NULL;
     return next(answer, service, &numeric, res);
+}
+
+typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg)
+{
+    static int calls; /* only the main thread creates threads in ratelimitd's start-up */
+    const char *at = getenv("RL_TEST_FAIL_PTHREAD_CREATE_AT");
+    if (at != NULL && ++calls == atoi(at))
+        return EAGAIN;
+    pthread_create_fn next = (pthread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
+    return next(thread, attr, start, arg);
 }
