@@ -15,6 +15,16 @@ uint64_t rl_fd_budget_reserved(size_t threads, size_t listeners, size_t backend_
     return RL_FD_FIXED + (uint64_t)threads * (listeners + backend_nodes + RL_FD_PER_THREAD);
 }
 
+/* stdio, the config file, the log */
+#define RL_FD_MIN_FIXED 16
+/* epoll and the multithread queue's pipe */
+#define RL_FD_MIN_PER_THREAD 3
+
+uint64_t rl_fd_budget_minimum(size_t threads, size_t listeners, size_t backend_nodes)
+{
+    return RL_FD_MIN_FIXED + (uint64_t)threads * (listeners + backend_nodes + RL_FD_MIN_PER_THREAD);
+}
+
 uint32_t rl_fd_budget_max_connections(uint64_t nofile, uint64_t reserved, uint32_t configured)
 {
     if (nofile <= reserved)

@@ -291,6 +291,24 @@ static uint32_t connections_in_force(const rl_config_t *config, size_t num_worke
     return allowed;
 }
 
+/* Whether the open-file limit can hold the loops at all (h2o aborts when a loop cannot get its
+ * descriptors); explains what to change in `err` when not. */
+static bool fd_limit_holds_the_loops(const rl_config_t *config, size_t num_workers, char *err, size_t errlen)
+{
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY)
+        return true;
+    size_t nodes = config->backend.type == RL_BACKEND_MEMCACHED ? config->backend.num_servers : 0;
+    uint64_t need = rl_fd_budget_minimum(num_workers, config->num_listen, nodes);
+    if (nofile.rlim_cur > need)
+        return true;
+    snprintf(err, errlen,
+             "the open-file limit (%llu) cannot hold %zu loop threads (they need more than %llu descriptors); raise "
+             "it (ulimit -n, LimitNOFILE=) or lower threads",
+             (unsigned long long)nofile.rlim_cur, num_workers, (unsigned long long)need);
+    return false;
+}
+
 rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, char *err, size_t errlen)
 {
     rl_server_t *server = calloc(1, sizeof(*server));
@@ -300,6 +318,10 @@ rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, ch
     }
     server->config = config;
     server->num_workers = resolve_threads(config->threads);
+    if (!fd_limit_holds_the_loops(config, server->num_workers, err, errlen)) {
+        free(server);
+        return NULL;
+    }
     server->max_connections = connections_in_force(config, server->num_workers);
     rl_hash_secret_init(&server->secret, config->backend.key_hash_secret, strlen(config->backend.key_hash_secret));
     rl_limits_retain(limits);

@@ -18,6 +18,13 @@
  */
 uint64_t rl_fd_budget_reserved(size_t threads, size_t listeners, size_t backend_nodes);
 
+/*
+ * Descriptors the process cannot start without: standard streams and a few files, and per loop
+ * thread its epoll and queue descriptors, listeners and memcached connections. Below this h2o
+ * aborts while creating a loop, so start-up refuses such a limit with a message instead.
+ */
+uint64_t rl_fd_budget_minimum(size_t threads, size_t listeners, size_t backend_nodes);
+
 /* min(configured, nofile - reserved), and at least 1 so a tiny limit still serves someone. */
 uint32_t rl_fd_budget_max_connections(uint64_t nofile, uint64_t reserved, uint32_t configured);
 

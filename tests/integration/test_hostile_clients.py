@@ -231,6 +231,17 @@ class HostileClientsTest(h.RLTestCase):
         self.assertGreaterEqual(d.metrics().get("ratelimitd_connections_shed_total"), 400 - allowed)
         self.assertAlive(d)
 
+    def test_an_open_file_limit_too_low_for_the_loops_fails_start_up_with_a_reason(self):
+        """Below what the loop threads need, h2o aborted while creating a loop (exit 134, "pipe:
+        Too many open files"); start-up now says which limit to raise and exits 1."""
+        port = h.free_port()
+        d = self.daemon(h.base_config(port, threads=16), port=port, name="tinynofile", nofile=64, start=False)
+        d.start(wait=False)
+        rc = d.proc.wait(20)
+        self.assertEqual(rc, 1, d.log_tail())
+        self.assertIn("the open-file limit (64) cannot hold 16 loop threads", d.log())
+        self.assertNotIn("AddressSanitizer", d.log())
+
     def test_accept_pauses_when_descriptors_run_out(self):
         """Descriptors gone from under the daemon (its limit lowered while it runs): accept()
         fails with EMFILE and the listener stays readable; the daemon pauses accepting instead

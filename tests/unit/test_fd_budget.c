@@ -22,6 +22,17 @@ static void test_reserve_grows_with_threads_listeners_and_nodes(void **state)
     assert_int_equal(rl_fd_budget_reserved(4, 2, 3) - rl_fd_budget_reserved(3, 2, 3), per_thread + 1 + 3);
 }
 
+static void test_minimum_is_below_the_reserve_and_grows_per_thread(void **state)
+{
+    (void)state;
+    /* 16 threads, one listener, the local store: more than `ulimit -n 64` holds */
+    assert_true(rl_fd_budget_minimum(16, 1, 0) > 64);
+    assert_true(rl_fd_budget_minimum(2, 1, 0) < 64);
+    assert_true(rl_fd_budget_minimum(4, 2, 3) > rl_fd_budget_minimum(4, 1, 3));
+    assert_true(rl_fd_budget_minimum(4, 2, 3) > rl_fd_budget_minimum(4, 2, 2));
+    assert_true(rl_fd_budget_minimum(4, 2, 3) < rl_fd_budget_reserved(4, 2, 3));
+}
+
 static void test_configured_limit_kept_when_descriptors_allow_it(void **state)
 {
     (void)state;
@@ -50,6 +61,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reserve_grows_with_threads_listeners_and_nodes),
+        cmocka_unit_test(test_minimum_is_below_the_reserve_and_grows_per_thread),
         cmocka_unit_test(test_configured_limit_kept_when_descriptors_allow_it),
         cmocka_unit_test(test_limit_lowered_to_what_descriptors_allow),
         cmocka_unit_test(test_no_room_still_leaves_one_connection),
