@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "ratelimitd/apikey.h"
 #include "ratelimitd/config.h"
@@ -637,12 +638,29 @@ Error:
     return NULL;
 }
 
-/* Reads all of `path` into a malloc'd buffer; returns 0 or an errno value. */
+/* read_file()'s error for a path that names a FIFO, device or socket; not an errno value. */
+#define RL_CONFIG_NOT_REGULAR (-1)
+
+/* Reads all of `path` into a malloc'd buffer; returns 0, an errno value or RL_CONFIG_NOT_REGULAR. */
 static int read_file(const char *path, char **out, size_t *out_len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC), err = 0;
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer, and this runs on the thread
+     * that takes SIGTERM, so a FIFO swapped in for the config and a SIGHUP would make the daemon
+     * deaf to SIGTERM. Only regular files are read; on those O_NONBLOCK changes nothing. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), err = 0;
     if (fd < 0)
         return errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        err = errno;
+    else if (S_ISDIR(st.st_mode))
+        err = EISDIR; /* what read() said before: clearer than "not a regular file" */
+    else if (!S_ISREG(st.st_mode))
+        err = RL_CONFIG_NOT_REGULAR;
+    if (err != 0) {
+        close(fd);
+        return err;
+    }
     char *text = NULL;
     size_t len = 0, cap = 0;
     for (;;) {
@@ -686,7 +704,8 @@ rl_config_t *rl_config_load(const char *path, char **errors)
     int err = read_file(path, &text, &len);
     if (err != 0) {
         if (errors != NULL)
-            *errors = format_alloc("%s: %s\n", path, strerror(err));
+            *errors =
+                format_alloc("%s: %s\n", path, err == RL_CONFIG_NOT_REGULAR ? "not a regular file" : strerror(err));
         return NULL;
     }
     rl_config_t *config = rl_config_parse(path, text, len, errors);

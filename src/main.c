@@ -193,7 +193,8 @@ static void wait_for_stop(rl_server_t *server, const rl_config_t *running, const
     }
 }
 
-static int run(const rl_options_t *options)
+/* `signals` (SIGTERM, SIGINT, SIGHUP) are already blocked; main() blocks them first thing. */
+static int run(const rl_options_t *options, const sigset_t *signals)
 {
     int exit_code = 1;
     rl_server_t *server = NULL;
@@ -205,17 +206,12 @@ static int run(const rl_options_t *options)
     if (rl_log_parse_level(config->log_level, &level) == RL_OK)
         rl_log_set_level(level);
 
-    /* Block before any thread exists so every thread inherits the mask. A shell starting us in
-     * the background may have set SIGINT to ignored, which would discard it before sigwait(). */
+    /* A shell starting us in the background may have set SIGINT to ignored, which would discard
+     * it before sigwait(). Safe now that the signals are blocked: a pending one stays pending
+     * for wait_for_stop() instead of taking the default action. */
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     raise_fd_limit();
@@ -238,7 +234,7 @@ static int run(const rl_options_t *options)
     rl_log_info("main", "ratelimitd %s started: %zu listener(s), %zu loop thread(s), backend %s", RL_VERSION,
                 config->num_listen, rl_server_num_threads(server),
                 config->backend.type == RL_BACKEND_MEMCACHED ? "memcached" : "local");
-    wait_for_stop(server, config, options->config_path, &signals);
+    wait_for_stop(server, config, options->config_path, signals);
     rl_server_shutdown(server);
     size_t left_open = rl_server_join(server);
     if (left_open != 0) {
@@ -256,13 +252,30 @@ exit:
     return exit_code;
 }
 
+/* Until SIGTERM, SIGINT and SIGHUP are blocked they take their default action and kill the
+ * process, and a sidecar or orchestrator may send one the moment the container starts. Blocked,
+ * they stay pending for sigwait() in wait_for_stop(), and the loop threads, created later,
+ * inherit the mask. --check-config, --version and --help run blocked too; they exit at once. */
+static void block_stop_signals(sigset_t *signals)
+{
+    sigemptyset(signals);
+    sigaddset(signals, SIGTERM);
+    sigaddset(signals, SIGINT);
+    sigaddset(signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, signals, NULL);
+}
+
 int main(int argc, char **argv)
 {
+    /* Before anything else, reading the config included, so no start-up step is left exposed. */
+    sigset_t signals;
+    block_stop_signals(&signals);
+
     rl_options_t options;
     int code = parse_options(argc, argv, &options);
     if (code >= 0)
         return code;
     if (options.check_only)
         return check_config(options.config_path);
-    return run(&options);
+    return run(&options, &signals);
 }

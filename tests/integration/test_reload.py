@@ -130,6 +130,28 @@ class ReloadTest(h.RLTestCase):
         self.assertAlive(self.d)
         self.assertEqual(self.limit_of(fresh())[0], 4)
 
+    def test_config_replaced_by_a_fifo_is_rejected_and_sigterm_still_works(self):
+        """Opening a FIFO for reading waits for a writer; the reload runs on the thread that also
+        takes SIGTERM, so it must refuse the FIFO at once instead of hanging there."""
+        rejected_before = reloads(self.d, "rejected")
+        log_len = len(self.d.log())
+        os.unlink(self.d.conf_path)
+        os.mkfifo(self.d.conf_path)
+        self.d.send_signal(signal.SIGHUP)
+        self.assertTrue(h.wait_until(lambda: reloads(self.d, "rejected") > rejected_before, 3.0),
+                        "reload of a FIFO not reported as rejected\n" + self.d.log_tail())
+        self.assertIn("%s: not a regular file" % self.d.conf_path, self.d.log()[log_len:])
+        self.assertEqual(self.limit_of(fresh())[0], 10)  # old limits in force
+        t0 = time.monotonic()
+        self.d.send_signal(signal.SIGTERM)
+        rc = self.d.wait(self.cfg["shutdown_grace_ms"] / 1000 + 2)
+        self.assertEqual(rc, 0, "SIGTERM after a FIFO reload: exit %r after %.1fs\n%s" %
+                         (rc, time.monotonic() - t0, self.d.log_tail()))
+        # and start-up refuses it the same way, naming the file
+        out = subprocess.run([h.rl_binary(), "--check-config", "-c", self.d.conf_path], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=10)
+        self.assertEqual((out.returncode, out.stdout), (2, "%s: not a regular file\n" % self.d.conf_path), out)
+
     def test_many_sighups_while_serving(self):
         clients = [self.d.client() for _ in range(3)]
         self.addCleanup(lambda: [c.close() for c in clients])

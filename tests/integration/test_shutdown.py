@@ -136,6 +136,53 @@ class ShutdownTest(h.RLTestCase):
         d.send_signal(signal.SIGTERM)
         self.assertExitsZeroWithin(d, t0, 1.0)
 
+    @staticmethod
+    def read_bytes(pid):
+        """Bytes the process has read so far (/proc/PID/io rchar), or None once it is gone."""
+        try:
+            with open("/proc/%d/io" % pid) as f:
+                for line in f:
+                    if line.startswith("rchar:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def test_signal_during_start_up_is_not_fatal(self):
+        """A SIGTERM (or a config sidecar's SIGHUP) sent while the daemon is still starting must
+        not take the default action and kill it: SIGTERM is still a clean exit 0, SIGHUP a reload.
+        The signal is sent while the config is being parsed (the file has been read, /proc/PID/io
+        says so; a big file makes parsing take a while), which is inside main() but before the
+        point where start-up used to block the signals. Before main() the dynamic loader runs for
+        milliseconds, which main() cannot protect: a sender should wait for /healthz."""
+        port = h.free_port()
+        cfg = h.base_config(port, shutdown_grace_ms=GRACE_MS)
+        cfg["limits"]["keys"] = {"start-up-key-%06d" % i: "free" for i in range(60000)}
+        d = self.daemon(cfg, port=port, start=False)
+        size = os.path.getsize(d.conf_path)
+        for sig, runs in ((signal.SIGTERM, 4), (signal.SIGINT, 2), (signal.SIGHUP, 2)):
+            for i in range(runs):
+                d.start(wait=False)
+                deadline = time.monotonic() + 10
+                while True:
+                    read = self.read_bytes(d.pid)
+                    if read is None or read >= size or time.monotonic() > deadline:
+                        break
+                self.assertIsNotNone(read, "%s run %d: exited before reading its config\n%s" %
+                                     (sig.name, i, d.log_tail()))
+                d.send_signal(sig)
+                if sig == signal.SIGHUP:
+                    # a reload at start-up; then it runs until told to stop
+                    d.wait_healthy(20.0)
+                    d.send_signal(signal.SIGTERM)
+                rc = d.wait(GRACE_MS / 1000 + 20)
+                d.stop(signal.SIGKILL, 5)  # closes this run's log files; kills only a hung process
+                self.assertIsNotNone(rc, "%s run %d: still running after the signal\n%s" %
+                                     (sig.name, i, d.log_tail()))
+                self.assertEqual(rc, 0, "%s run %d, sent during start-up: exit %d (negative: killed by that "
+                                 "signal)\n%s" % (sig.name, i, rc, d.log_tail()))
+                self.assertFalse(h.port_accepts(port), "listener still open after exit")
+
     def test_grace_expires_with_decisions_stuck_on_a_stalled_node(self):
         """Decisions that cannot finish (node stalled, timeout_ms beyond the grace period) do not
         keep the process past shutdown_grace_ms, and tearing them down is clean (exit 0)."""

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include "ratelimitd/config.h"
 
@@ -696,6 +698,30 @@ static void test_missing_file_reports_file_and_strerror(void **state)
     assert_null(rl_config_load("/nonexistent", NULL));
 }
 
+/* A FIFO would block open() until a writer came, and SIGHUP reloads run on the thread that takes
+ * SIGTERM: it must be refused at once, naming the file. */
+static void test_fifo_is_refused_without_blocking(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/rl_test_config_XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/fifo.yaml", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    /* without the fix open() waits forever; end the test instead of hanging ctest until its timeout */
+    alarm(10);
+    char *errors = NULL, expected[128];
+    assert_null(rl_config_load(path, &errors));
+    alarm(0);
+    snprintf(expected, sizeof(expected), "%s: not a regular file\n", path);
+    assert_string_equal(errors, expected);
+    free(errors);
+    assert_null(rl_config_load("/dev/null", &errors));
+    assert_string_equal(errors, "/dev/null: not a regular file\n");
+    free(errors);
+    remove(path);
+    rmdir(dir);
+}
+
 static void test_load_reads_a_file_and_reports_its_name(void **state)
 {
     (void)state;
@@ -837,6 +863,7 @@ int main(void)
         cmocka_unit_test(test_error_list_is_capped),
         cmocka_unit_test(test_cyclic_alias_neither_hangs_nor_crashes),
         cmocka_unit_test(test_missing_file_reports_file_and_strerror),
+        cmocka_unit_test(test_fifo_is_refused_without_blocking),
         cmocka_unit_test(test_load_reads_a_file_and_reports_its_name),
         cmocka_unit_test(test_shipped_configs_load_without_errors),
         cmocka_unit_test(test_parse_accepts_null_name_and_buffer),
