@@ -164,6 +164,15 @@ static inline void fixture_start(fixture_t *f, rl_metrics_thread_t *metrics)
     assert_non_null(f->thread);
 }
 
+/* fixture_start with a metrics registry of one thread, which the caller destroys after the fixture. */
+static inline rl_metrics_t *fixture_start_with_metrics(fixture_t *f)
+{
+    rl_metrics_t *metrics = rl_metrics_create(1, &f->config);
+    assert_non_null(metrics);
+    fixture_start(f, rl_metrics_thread(metrics, 0));
+    return metrics;
+}
+
 static inline void fixture_stop(fixture_t *f)
 {
     store_thread_destroy(f->thread);

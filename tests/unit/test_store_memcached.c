@@ -88,9 +88,7 @@ static void test_real_memcached_pipelines_one_loop_turn_into_one_write(void **st
     enum { N = 200 };
     fixture_t f;
     fixture_init(&f, &memcached_port, 1);
-    rl_metrics_t *metrics = rl_metrics_create(1, &f.config);
-    assert_non_null(metrics);
-    fixture_start(&f, rl_metrics_thread(metrics, 0));
+    rl_metrics_t *metrics = fixture_start_with_metrics(&f);
     assert_true(run_until(f.loop, store_ready, f.thread, 3000));
     rl_mc_node_stats_t before = stats_of(&f, 0);
 
@@ -132,9 +130,7 @@ static void test_real_memcached_probes_are_not_counted_as_writes_or_reads(void *
     enum { N = 10 };
     fixture_t f;
     fixture_init(&f, &memcached_port, 1);
-    rl_metrics_t *metrics = rl_metrics_create(1, &f.config);
-    assert_non_null(metrics);
-    fixture_start(&f, rl_metrics_thread(metrics, 0));
+    rl_metrics_t *metrics = fixture_start_with_metrics(&f);
     assert_true(run_until(f.loop, store_ready, f.thread, 3000));
     run_for(f.loop, 1700); /* idle long enough to be probed again */
     static const char *const series[] = {"ratelimitd_backend_writes_total", "ratelimitd_backend_write_requests_total",

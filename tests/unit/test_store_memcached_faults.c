@@ -280,9 +280,7 @@ static void expect_unanswering_reply_is_a_protocol_error(fake_mode_t mode)
     fixture_t f;
     fake_t fake;
     start_on_fake(&f, &fake);
-    rl_metrics_t *metrics = rl_metrics_create(1, &f.config);
-    assert_non_null(metrics);
-    fixture_start(&f, rl_metrics_thread(metrics, 0));
+    rl_metrics_t *metrics = fixture_start_with_metrics(&f);
     assert_true(run_until(f.loop, store_ready, f.thread, 3000));
 
     fake.mode = mode;
@@ -622,9 +620,7 @@ static void test_a_close_while_only_the_probe_waits_counts_as_unreachable(void *
     fake_t fake;
     start_on_fake(&f, &fake);
     fake.mode = FAKE_CLOSE;
-    rl_metrics_t *metrics = rl_metrics_create(1, &f.config);
-    assert_non_null(metrics);
-    fixture_start(&f, rl_metrics_thread(metrics, 0));
+    rl_metrics_t *metrics = fixture_start_with_metrics(&f);
     run_for(f.loop, 1500);
     rl_mc_node_stats_t stats = stats_of(&f, 0);
     assert_true(fake.accepted >= 1);
