@@ -401,7 +401,8 @@ static bool made_progress(rl_connection_t *conn, uint64_t now_ms)
 static void on_watchdog(h2o_timeout_entry_t *entry)
 {
     rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, watchdog_entry, entry);
-    uint64_t now = h2o_now(worker->ctx.loop);
+    /* monotonic: h2o 2.2.5's loop time is the wall clock, and a step of it must not look stuck */
+    uint64_t now = rl_now_mono_ms();
     uint64_t limit = stuck_after_ms(worker->config);
     for (h2o_linklist_t *node = worker->connection_list.next; node != &worker->connection_list; node = node->next) {
         rl_connection_t *conn = H2O_STRUCT_FROM_MEMBER(rl_connection_t, link, node);
@@ -432,7 +433,7 @@ static bool track_connection(rl_worker_t *worker, h2o_socket_t *sock)
         free(conn);
         return false;
     }
-    *conn = (rl_connection_t){.worker = worker, .sock = sock, .progress_ms = h2o_now(worker->ctx.loop)};
+    *conn = (rl_connection_t){.worker = worker, .sock = sock, .progress_ms = rl_now_mono_ms()};
     h2o_linklist_insert(&worker->connection_list, &conn->link);
     ++worker->connections;
     rl_metrics_connection_opened(worker->metrics);
