@@ -26,46 +26,48 @@ class StuckClientsTest(h.RLTestCase):
         cfg = h.base_config(self.port, server={"idle_timeout_ms": IDLE_MS, "max_connections": MAX_CONN})
         self.d = self.daemon(cfg, port=self.port)
 
-    def served_again_within(self, seconds):
-        return h.wait_until(lambda: h.status_of(self.port, "/healthz", timeout=1) == 200, seconds)
-
-    def test_h2_stream_with_zero_window_does_not_hold_a_slot(self):
+    def assert_slots_come_back(self, open_stuck, what):
+        """Fills every connection slot with open_stuck(i)'s sockets, then requires that another
+        client is served again within a few idle timeouts while they stay open."""
         held = []
         try:
             for i in range(MAX_CONN):
-                s = socket.create_connection((h.HOST, self.port), timeout=5)
-                # SETTINGS_INITIAL_WINDOW_SIZE = 0: the answer's DATA can never be sent
-                s.sendall(H2_PREFACE + h2_frame(4, 0, 0, struct.pack(">HI", 4, 0)) +
-                          h2_frame(1, 0x5, 1, h2_request_block("/limit", "w0-%d" % i)))
-                held.append(s)
+                held.append(open_stuck(i))
             time.sleep(0.3)
-            self.assertTrue(self.served_again_within(IDLE_MS / 1000 * 3 + 3),
-                            "%d zero-window HTTP/2 clients locked everyone else out" % MAX_CONN)
+            served = h.wait_until(lambda: h.status_of(self.port, "/healthz", timeout=1) == 200,
+                                  IDLE_MS / 1000 * 3 + 3)
+            self.assertTrue(served, "%d %s locked everyone else out" % (MAX_CONN, what))
         finally:
             for s in held:
                 s.close()
 
+    def test_h2_stream_with_zero_window_does_not_hold_a_slot(self):
+        def zero_window(i):
+            s = socket.create_connection((h.HOST, self.port), timeout=5)
+            # SETTINGS_INITIAL_WINDOW_SIZE = 0: the answer's DATA can never be sent
+            s.sendall(H2_PREFACE + h2_frame(4, 0, 0, struct.pack(">HI", 4, 0)) +
+                      h2_frame(1, 0x5, 1, h2_request_block("/limit", "w0-%d" % i)))
+            return s
+
+        self.assert_slots_come_back(zero_window, "zero-window HTTP/2 clients")
+
     def test_clients_that_never_read_do_not_hold_slots(self):
         req = b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: noread\r\n\r\n" * 200
-        held = []
-        try:
-            for _ in range(MAX_CONN):
-                s = socket.socket()
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                s.connect((h.HOST, self.port))
-                s.setblocking(False)
-                t0 = time.monotonic()
-                while time.monotonic() - t0 < 0.7:  # until the daemon stops reading
-                    try:
-                        s.send(req)
-                    except BlockingIOError:
-                        time.sleep(0.01)
-                held.append(s)
-            self.assertTrue(self.served_again_within(IDLE_MS / 1000 * 3 + 3),
-                            "%d clients that never read locked everyone else out" % MAX_CONN)
-        finally:
-            for s in held:
-                s.close()
+
+        def never_reads(_):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect((h.HOST, self.port))
+            s.setblocking(False)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 0.7:  # until the daemon stops reading
+                try:
+                    s.send(req)
+                except BlockingIOError:
+                    time.sleep(0.01)
+            return s
+
+        self.assert_slots_come_back(never_reads, "clients that never read")
 
     def test_h2_unfinished_request_bodies_are_not_buffered(self):
         """100 POST streams whose 64,000-byte bodies never end, kept alive by PINGs: h2o buffers
