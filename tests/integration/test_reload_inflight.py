@@ -50,7 +50,11 @@ class ReloadInflightTest(unittest.TestCase):
                     r = result["r"]
                     self.assertEqual(r.status, 200, d.log_tail())  # on_failure: open after timeout_ms
                     self.assertEqual(r.header("RateLimit-Policy"), '"gold-b";q=50;w=1')
+                    # The whole quota left: the increment was never counted, so the decision really
+                    # waited on the stalled node across the reload and was answered after timeout_ms.
+                    self.assertRegex(r.header("RateLimit"), r'^"gold-b";r=50;t=\d+$', d.log_tail())
                     self.assertTrue(d.alive(), "daemon died\n" + d.log_tail())
+                    h.wait_until(lambda: d.log().count("reloaded limits") == 2, 5)
                     node.resume()
                     self.assertEqual(d.client().limit("k1").header("RateLimit-Policy"), '"gold-c";q=50;w=1')
                 finally:
