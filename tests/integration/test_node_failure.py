@@ -136,35 +136,39 @@ class NodeFailureTest(h.RLTestCase):
     def test_losing_a_node_moves_only_its_keys(self):
         """Within one window: keys counted on the surviving nodes keep their counts after a third
         node dies; only the dead node's keys start again (consistent hashing moves ~1/N)."""
-        nodes = self.memcached(3)
-        port = h.free_port()
-        cfg = h.base_config(port, [n.addr for n in nodes])
-        cfg["backend"].update({"on_failure": "open", "failure_limit": 1, "retry_interval_ms": 5000,
-                               "timeout_ms": 200})
-        d = self.daemon(cfg, port=port)
-        c = d.client()
-        self.addCleanup(c.close)
-        victim = nodes[2]
-        keys = ["move-%02d-%s" % (i, uuid.uuid4().hex[:6]) for i in range(45)]
-        h.wait_fresh_second(0.05)
-        owners = h.key_owners(c, nodes, keys)
-        owner = {k: node for k, (node, _) in owners.items()}
-        first = {k: r.json["window"] for k, (_, r) in owners.items()}
-        victim.kill()
-        self.assertTrue(h.wait_until(lambda: d.metrics().get("ratelimitd_backend_node_up", None, node=victim.addr) == 0,
-                                     0.5, interval=0.01), "dead node not ejected")
-        second = {k: c.limit(k) for k in keys}
-        same = [k for k in keys if second[k].json["window"] == first[k]]
-        self.assertGreaterEqual(len(same), 20, "too few keys fitted one window; rerun")
-        per_node = collections.Counter(owner[k] for k in keys)
-        self.assertTrue(all(per_node[i] > 0 for i in range(3)), "keys on every node: %r" % per_node)
-        kept = {k: second[k].json["remaining"] for k in same if owner[k] != 2}
-        moved = {k: second[k].json["remaining"] for k in same if owner[k] == 2}
-        self.assertTrue(kept and all(v == 8 for v in kept.values()),
-                        "keys on surviving nodes must keep counting (remaining 8): %r" % kept)
-        self.assertTrue(all(v == 9 for v in moved.values()),
-                        "keys of the dead node start again on a live node (remaining 9): %r" % moved)
-        self.assertEqual(d.metrics().get("ratelimitd_requests_total", 0, decision="backend_error"), 0)
+        for attempt in range(3):  # a slow box can push the two passes across a second boundary
+            nodes = self.memcached(3)
+            port = h.free_port()
+            cfg = h.base_config(port, [n.addr for n in nodes])
+            cfg["backend"].update({"on_failure": "open", "failure_limit": 1, "retry_interval_ms": 5000,
+                                   "timeout_ms": 200})
+            d = self.daemon(cfg, port=port)
+            c = d.client()
+            self.addCleanup(c.close)
+            victim = nodes[2]
+            keys = ["move-%02d-%s" % (i, uuid.uuid4().hex[:6]) for i in range(45)]
+            h.wait_fresh_second(0.05)
+            owners = h.key_owners(c, nodes, keys)
+            owner = {k: node for k, (node, _) in owners.items()}
+            first = {k: r.json["window"] for k, (_, r) in owners.items()}
+            victim.kill()
+            self.assertTrue(h.wait_until(lambda: d.metrics().get("ratelimitd_backend_node_up", None, node=victim.addr) == 0,
+                                         0.5, interval=0.01), "dead node not ejected")
+            second = {k: c.limit(k) for k in keys}
+            same = [k for k in keys if second[k].json["window"] == first[k]]
+            if len(same) < 20:
+                continue  # too few keys fitted one window: again, with fresh nodes and keys
+            per_node = collections.Counter(owner[k] for k in keys)
+            self.assertTrue(all(per_node[i] > 0 for i in range(3)), "keys on every node: %r" % per_node)
+            kept = {k: second[k].json["remaining"] for k in same if owner[k] != 2}
+            moved = {k: second[k].json["remaining"] for k in same if owner[k] == 2}
+            self.assertTrue(kept and all(v == 8 for v in kept.values()),
+                            "keys on surviving nodes must keep counting (remaining 8): %r" % kept)
+            self.assertTrue(all(v == 9 for v in moved.values()),
+                            "keys of the dead node start again on a live node (remaining 9): %r" % moved)
+            self.assertEqual(d.metrics().get("ratelimitd_requests_total", 0, decision="backend_error"), 0)
+            return
+        self.fail("never fitted 20 keys' two passes into one window")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import os
 import signal
 import tempfile
 import threading
-import time
 import unittest
 
 import rlharness as h
@@ -30,8 +29,12 @@ class ReloadInflightTest(unittest.TestCase):
                     cfg["limits"]["keys"] = {"k1": "gold-b"}
                     d.write_config(cfg)
                     d.send_signal(signal.SIGHUP)
-                    h.wait_until(lambda: "reloaded limits" in d.log(), 5)
+                    self.assertTrue(h.wait_until(lambda: "reloaded limits" in d.log(), 5), d.log_tail())
 
+                    def written():
+                        return d.metrics().get("ratelimitd_backend_write_requests_total", 0, node=node.addr)
+
+                    before = written()
                     node.pause()
                     result = {}
 
@@ -40,7 +43,9 @@ class ReloadInflightTest(unittest.TestCase):
 
                     t = threading.Thread(target=pending_request)
                     t.start()
-                    time.sleep(0.3)  # the increment now waits on the stalled node
+                    # the increment waits on the stalled node once written (not after a fixed sleep)
+                    self.assertTrue(h.wait_until(lambda: written() > before, 5.0, interval=0.01),
+                                    "the increment never reached the node\n" + d.log_tail())
                     cfg["limits"]["tiers"] = {"gold-c": 50}
                     cfg["limits"]["keys"] = {"k1": "gold-c"}
                     d.write_config(cfg)
@@ -54,7 +59,7 @@ class ReloadInflightTest(unittest.TestCase):
                     # waited on the stalled node across the reload and was answered after timeout_ms.
                     self.assertRegex(r.header("RateLimit"), r'^"gold-b";r=50;t=\d+$', d.log_tail())
                     self.assertTrue(d.alive(), "daemon died\n" + d.log_tail())
-                    h.wait_until(lambda: d.log().count("reloaded limits") == 2, 5)
+                    self.assertTrue(h.wait_until(lambda: d.log().count("reloaded limits") == 2, 5), d.log_tail())
                     node.resume()
                     self.assertEqual(d.client().limit("k1").header("RateLimit-Policy"), '"gold-c";q=50;w=1')
                 finally:

@@ -52,9 +52,14 @@ class ShutdownTest(h.RLTestCase):
         d = self.start([mc.addr], timeout_ms=3000, window_ttl_s=5, on_failure="closed")
         idle = d.client()
         self.addCleanup(idle.close)
-        self.assertEqual(idle.get("/readyz").status, 200)
+        # /healthz (what start() waits for) answers before the loop threads' probes of the node do
+        self.assertTrue(h.wait_until(lambda: idle.get("/readyz").status == 200, 5.0), "/readyz never 200")
         self.assertEqual(idle.limit("warm").status, 200)
 
+        def written():
+            return d.metrics().sum("ratelimitd_backend_write_requests_total")
+
+        before = written()
         # stall memcached so decisions are in flight when the signal arrives
         mc.pause()
         results = []
@@ -74,14 +79,15 @@ class ShutdownTest(h.RLTestCase):
         threads = [threading.Thread(target=inflight, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
+        # all four increments written to the stalled node: the decisions are in flight
+        self.assertTrue(h.wait_until(lambda: written() >= before + 4, 5.0), "requests never reached the node")
         t0 = time.monotonic()
         d.send_signal(signal.SIGTERM)
-        # /readyz turns 503 at once. Decisions are in flight, so the drain does not half-close
+        # /readyz turns 503 once the main thread has taken the signal (polled: a fixed 50 ms was too
+        # short on a loaded machine). Decisions are in flight, so the drain does not half-close
         # connections yet: the kept-alive one is still served and must be told 503.
-        time.sleep(0.05)
-        st = idle.get("/readyz").status
-        self.assertEqual(st, 503, "/readyz on a kept-alive connection while draining")
+        self.assertTrue(h.wait_until(lambda: idle.get("/readyz").status == 503, 0.8, interval=0.01),
+                        "/readyz on a kept-alive connection while draining")
         # the listeners are closed: a new connection is refused (not left waiting in a backlog)
         self.assertEqual(self.connect_outcome(d.port, within_s=1.0), "refused",
                          "a new connection was still accepted 1 s after SIGTERM")
