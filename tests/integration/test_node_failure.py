@@ -31,13 +31,17 @@ def burst_exact(test, clients, key, n=12):
 
 
 class NodeFailureTest(h.RLTestCase):
-    def test_kill_eject_count_on_live_nodes_then_rejoin(self):
+    def start_on_three_nodes(self, **backend):
+        """Three fresh memcached nodes and a daemon counting on them (on_failure: open); returns
+        (nodes, port, daemon)."""
         nodes = self.memcached(3)
         port = h.free_port()
         cfg = h.base_config(port, [n.addr for n in nodes])
-        cfg["backend"].update({"on_failure": "open", "failure_limit": 2, "retry_interval_ms": 500,
-                               "timeout_ms": 50})
-        d = self.daemon(cfg, port=port)
+        cfg["backend"].update(dict(on_failure="open", **backend))
+        return nodes, port, self.daemon(cfg, port=port)
+
+    def test_kill_eject_count_on_live_nodes_then_rejoin(self):
+        nodes, port, d = self.start_on_three_nodes(failure_limit=2, retry_interval_ms=500, timeout_ms=50)
         victim = nodes[1]
 
         keys = ["load-%02d" % i for i in range(30)]
@@ -137,12 +141,7 @@ class NodeFailureTest(h.RLTestCase):
         """Within one window: keys counted on the surviving nodes keep their counts after a third
         node dies; only the dead node's keys start again (consistent hashing moves ~1/N)."""
         for attempt in range(3):  # a slow box can push the two passes across a second boundary
-            nodes = self.memcached(3)
-            port = h.free_port()
-            cfg = h.base_config(port, [n.addr for n in nodes])
-            cfg["backend"].update({"on_failure": "open", "failure_limit": 1, "retry_interval_ms": 5000,
-                                   "timeout_ms": 200})
-            d = self.daemon(cfg, port=port)
+            nodes, _, d = self.start_on_three_nodes(failure_limit=1, retry_interval_ms=5000, timeout_ms=200)
             c = d.client()
             self.addCleanup(c.close)
             victim = nodes[2]
