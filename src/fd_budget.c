@@ -10,19 +10,25 @@
 /* epoll, the multithread queue's pipe, a socket accepted only to be shed, a reconnect's spare */
 #define RL_FD_PER_THREAD 8
 
-uint64_t rl_fd_budget_reserved(size_t threads, size_t listeners, size_t backend_nodes)
-{
-    return RL_FD_FIXED + (uint64_t)threads * (listeners + backend_nodes + RL_FD_PER_THREAD);
-}
-
 /* stdio, the config file, the log */
 #define RL_FD_MIN_FIXED 16
 /* epoll and the multithread queue's pipe */
 #define RL_FD_MIN_PER_THREAD 3
 
+/* Each loop thread holds its own listening sockets and its own connection to every node. */
+static uint64_t descriptors(uint64_t fixed, uint64_t per_thread, size_t threads, size_t listeners, size_t backend_nodes)
+{
+    return fixed + (uint64_t)threads * (listeners + backend_nodes + per_thread);
+}
+
+uint64_t rl_fd_budget_reserved(size_t threads, size_t listeners, size_t backend_nodes)
+{
+    return descriptors(RL_FD_FIXED, RL_FD_PER_THREAD, threads, listeners, backend_nodes);
+}
+
 uint64_t rl_fd_budget_minimum(size_t threads, size_t listeners, size_t backend_nodes)
 {
-    return RL_FD_MIN_FIXED + (uint64_t)threads * (listeners + backend_nodes + RL_FD_MIN_PER_THREAD);
+    return descriptors(RL_FD_MIN_FIXED, RL_FD_MIN_PER_THREAD, threads, listeners, backend_nodes);
 }
 
 uint32_t rl_fd_budget_max_connections(uint64_t nofile, uint64_t reserved, uint32_t configured)

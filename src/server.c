@@ -79,7 +79,6 @@ struct st_rl_server_t {
      * joined before the server they use is freed. */
     pthread_mutex_t start_lock;
     pthread_cond_t start_cond;
-    bool start_sync;    /* start_lock and start_cond are initialised */
     size_t num_started; /* threads created: those messages go to and joins wait for */
     size_t num_ready;   /* of those, threads whose loop exists (under start_lock) */
     _Atomic int setup_failures;
@@ -322,6 +321,9 @@ rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, ch
         free(server);
         return NULL;
     }
+    /* from here on every failure goes through rl_server_destroy, which destroys these */
+    pthread_mutex_init(&server->start_lock, NULL);
+    pthread_cond_init(&server->start_cond, NULL);
     server->max_connections = connections_in_force(config, server->num_workers);
     rl_hash_secret_init(&server->secret, config->backend.key_hash_secret, strlen(config->backend.key_hash_secret));
     rl_limits_retain(limits);
@@ -713,9 +715,6 @@ int rl_server_start(rl_server_t *server)
     }
     /* Each thread creates its own loop and queue; they must exist before the main thread may send
      * a reload or shutdown message. */
-    pthread_mutex_init(&server->start_lock, NULL);
-    pthread_cond_init(&server->start_cond, NULL);
-    server->start_sync = true;
     int rc = 0;
     while (server->num_started < server->num_workers) {
         rl_worker_t *worker = &server->workers[server->num_started];
@@ -784,10 +783,8 @@ void rl_server_destroy(rl_server_t *server)
         rl_server_shutdown(server);
         rl_server_join(server);
     }
-    if (server->start_sync) {
-        pthread_cond_destroy(&server->start_cond);
-        pthread_mutex_destroy(&server->start_lock);
-    }
+    pthread_cond_destroy(&server->start_cond);
+    pthread_mutex_destroy(&server->start_lock);
     if (server->listen_fds != NULL) {
         for (size_t i = 0; i < server->config->num_listen * server->num_workers; ++i)
             if (server->listen_fds[i] != -1)

@@ -660,15 +660,29 @@ def recv_until(sock, done=lambda buf: False, timeout=5.0):
     return buf
 
 
-def _complete_response(buf):
+def _response_end(buf):
+    """Where the first complete HTTP/1.1 answer in `buf` ends (its body by Content-Length, none
+    without one), or None while it is incomplete."""
     head_end = buf.find(b"\r\n\r\n")
     if head_end < 0:
-        return False
-    head = buf[:head_end].decode(errors="replace")
-    m = re.search(r"(?im)^content-length:\s*(\d+)", head)
-    if m:
-        return len(buf) >= head_end + 4 + int(m.group(1))
-    return True
+        return None
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", buf[:head_end])
+    end = head_end + 4 + (int(m.group(1)) if m else 0)
+    return end if len(buf) >= end else None
+
+
+def _complete_response(buf):
+    return _response_end(buf) is not None
+
+
+def split_responses(buf):
+    """The complete HTTP/1.1 answers at the start of `buf` (pipelined), as Responses."""
+    out = []
+    while (end := _response_end(buf)) is not None:
+        head, _, body = buf[:end].partition(b"\r\n\r\n")
+        out.append(Response(int(head.split(b" ", 2)[1]), [], body))
+        buf = buf[end:]
+    return out
 
 
 def parse_raw_status(buf):

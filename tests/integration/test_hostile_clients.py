@@ -64,22 +64,6 @@ def recv_eof(sock, timeout):
         return False
 
 
-def split_responses(buf):
-    """The complete HTTP/1.1 answers at the start of `buf`, as Responses (bodies by Content-Length)."""
-    out = []
-    while True:
-        head_end = buf.find(b"\r\n\r\n")
-        if head_end < 0:
-            return out
-        head = buf[:head_end].decode(errors="replace")
-        length = int(re.search(r"(?im)^content-length:\s*(\d+)", head).group(1))
-        end = head_end + 4 + length
-        if len(buf) < end:
-            return out
-        out.append(h.Response(int(head.split(" ", 2)[1]), [], buf[head_end + 4:end]))
-        buf = buf[end:]
-
-
 def pipelined_limits(port, keys, batch=100):
     """One /limit per key on one connection, `batch` requests per write: 1,700 round trips one
     after another took up to half a second on a loaded machine, too long to fit one window."""
@@ -88,7 +72,7 @@ def pipelined_limits(port, keys, batch=100):
         for i in range(0, len(keys), batch):
             part = keys[i:i + batch]
             s.sendall(b"".join(b"GET /limit HTTP/1.1\r\nHost: x\r\nX-API-Key: %s\r\n\r\n" % k.encode() for k in part))
-            answers = split_responses(h.recv_until(s, lambda buf: len(split_responses(buf)) == len(part)))
+            answers = h.split_responses(h.recv_until(s, lambda buf: len(h.split_responses(buf)) == len(part)))
             if len(answers) != len(part):
                 raise AssertionError("%d of %d pipelined answers" % (len(answers), len(part)))
             out += answers
