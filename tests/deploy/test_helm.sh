@@ -329,11 +329,12 @@ done
 echo "== the helm test pod's script against a real ratelimitd (local store, free port)"
 # The pod's shell script, run here with this machine's curl against the daemon started with
 # the rendered config (listener moved to 127.0.0.1:PORT, store switched to local).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=tests/deploy/lib/free-port.sh
+source "$src/tests/deploy/lib/free-port.sh"
 run_test_pod() {
     local name=$1 values=$2 mc_port=${3:-}
     local port
-    port=$(free_port)
+    port=$(free_port "$mc_port")
     H template rl "$chart" -f "$values" --show-only templates/tests/test-limit.yaml >"$work/$name.testpod.yaml"
     node --input-type=module - "$work/$name.testpod.yaml" "$work/$name.ratelimitd.yaml" "$work/$name.local.yaml" "$port" "$work/$name.testpod" "$mc_port" <<'JS'
 import fs from 'node:fs';

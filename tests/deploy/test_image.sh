@@ -54,9 +54,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=tests/deploy/lib/free-port.sh
+source "$src/tests/deploy/lib/free-port.sh"
 
 # ---- is podman usable here? ------------------------------------------------------------
 if [[ $(id -u) -ne 0 ]]; then
@@ -124,7 +123,7 @@ fi
 mc_port=$(free_port)
 memcached -l 127.0.0.1 -p "$mc_port" -U 0 -m 16 -u nobody >"$work/memcached.log" 2>&1 &
 mc_pid=$!
-http_port=$(free_port)
+http_port=$(free_port "$mc_port")
 mkdir -p "$work/etc"
 cat >"$work/etc/ratelimitd.yaml" <<EOF
 listen:

@@ -141,11 +141,23 @@ def source_dir():
 # ---------------------------------------------------------------- ports and time
 
 
+# Ports this test process has handed out. The kernel may give the same port to two binds to
+# port 0 in a row once the first socket is closed (about 1 in 5,000 triples here), and a test that
+# asks for three node ports then starts a daemon refusing "duplicate server".
+_PORTS_HANDED_OUT = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed
+    out before (bind to port 0, read it, close)."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no port left that this process has not handed out (%d handed out)" % len(_PORTS_HANDED_OUT))
 
 
 def port_accepts(port, host=HOST, timeout=0.2):
