@@ -19,6 +19,14 @@ IDLE_MS = 1000
 MAX_CONN = 10
 
 
+def answered(s):
+    """Whether the daemon has sent anything on s (peeked, so the client still reads nothing)."""
+    try:
+        return len(s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)) > 0
+    except BlockingIOError:
+        return False
+
+
 class StuckClientsTest(h.RLTestCase):
     def setUp(self):
         super().setUp()
@@ -28,12 +36,19 @@ class StuckClientsTest(h.RLTestCase):
 
     def assert_slots_come_back(self, open_stuck, what):
         """Fills every connection slot with open_stuck(i)'s sockets, then requires that another
-        client is served again within a few idle timeouts while they stay open."""
+        client is served again within a few idle timeouts while they stay open.
+
+        Each stuck socket must have been answered (bytes in its receive queue, peeked, not read)
+        before the probe: one loop thread per listener accepts on its own, so a probe could
+        otherwise be accepted before a stuck connection still waiting in another thread's backlog,
+        and be served with no watchdog at all (1 run in 4 under load before this wait)."""
         held = []
         try:
             for i in range(MAX_CONN):
-                held.append(open_stuck(i))
-            time.sleep(0.3)
+                s = open_stuck(i)
+                held.append(s)
+                self.assertTrue(h.wait_until(lambda: answered(s), 5.0),
+                                "%s %d: the daemon never answered on it" % (what, i))
             served = h.wait_until(lambda: h.status_of(self.port, "/healthz", timeout=1) == 200,
                                   IDLE_MS / 1000 * 3 + 3)
             self.assertTrue(served, "%d %s locked everyone else out" % (MAX_CONN, what))
