@@ -186,6 +186,21 @@ static size_t header_bytes(const h2o_req_t *req)
     return total;
 }
 
+/* The key header's value. Over HTTP/1.x, whitespace around a field value is not part of it (RFC
+ * 9110, 5.5), and h2o 2.2.5's parser strips only the leading side: a gateway that pads the value
+ * would otherwise get 400 for a valid key. HTTP/2 forbids that whitespace altogether (RFC 9113,
+ * 8.2.1), so there it stays and the key is refused as invalid. */
+static h2o_iovec_t key_value(const h2o_req_t *req, ssize_t at)
+{
+    if (at == -1)
+        return h2o_iovec_init(NULL, 0);
+    h2o_iovec_t value = req->headers.entries[at].value;
+    if (req->version < 0x200)
+        while (value.len != 0 && (value.base[value.len - 1] == ' ' || value.base[value.len - 1] == '\t'))
+            --value.len;
+    return value;
+}
+
 /* Checks everything decided without the store. Returns true when the request was answered. */
 static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_t *key)
 {
@@ -199,7 +214,7 @@ static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_
         return true;
     }
     ssize_t at = h2o_find_header_by_str(&req->headers, worker->api_key_header.base, worker->api_key_header.len, -1);
-    *key = at == -1 ? h2o_iovec_init(NULL, 0) : req->headers.entries[at].value;
+    *key = key_value(req, at);
     /* Two keys are ambiguous: charging the first would let the client (or a proxy that appends
      * its own) pick which key pays. */
     if (at != -1 &&

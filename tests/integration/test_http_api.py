@@ -216,6 +216,27 @@ class LimitApiTest(h.RLTestCase):
         self.check_decision(self.c.limit(k1), True, 10, 9)
         self.check_decision(self.c.limit(k2), True, 10, 9)
 
+    def test_http1_whitespace_around_the_key_is_not_part_of_it(self):
+        """RFC 9110 5.5: a gateway may pad the value with spaces or tabs; the key is what is
+        between them, charged like the bare key (h2o 2.2.5 strips only the leading side)."""
+        for _ in range(4):
+            key = unique()
+            h.wait_fresh_second(0.15)
+            answers = []
+            for value in (b" " + key.encode() + b" ", b"\t" + key.encode() + b" \t "):
+                req = b"GET /limit HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key:" + value + b"\r\nConnection: close\r\n\r\n"
+                buf, _ = h.raw_exchange(self.d.port, req)
+                self.assertEqual(h.parse_raw_status(buf), 200, "%r: %r" % (value, buf[:300]))
+                answers.append(buf)
+            r = self.c.limit(key)
+            if len({r.json["window"]} | {int(re.search(rb'"window":(\d+)', b).group(1)) for b in answers}) == 1:
+                self.check_decision(r, True, 10, 7)
+                break
+        else:
+            self.fail("could not fit 3 requests into one window")
+        buf, _ = h.raw_exchange(self.d.port, b"GET /limit HTTP/1.1\r\nHost: a\r\nX-API-Key: \t \r\nConnection: close\r\n\r\n")
+        self.assertEqual(h.parse_raw_status(buf), 401, buf[:300])
+
     def test_printable_ascii_key_is_accepted(self):
         key = "".join(chr(c) for c in range(0x21, 0x7F)) + uuid.uuid4().hex
         self.assertEqual(self.c.limit(key).status, 200)
