@@ -14,11 +14,12 @@
  * place, because its reply will still arrive and must be consumed in turn.
  *
  * Failure policy (twemproxy's server_failure_limit / server_retry_timeout, as data): a lost
- * connection, a connect error, garbage, or a stall (timeouts within one timeout_ms) is one failure; `failure_limit` in
- * a row eject the node from this thread's ring for `retry_interval_ms`; a correct increment reply resets the count, and
- * so does a probe's, on the terms of on_success. A closed node that is not ejected reconnects after an exponential
- * backoff (10 ms doubling, per-thread jitter); an ejected one after the retry interval, and rejoins the ring on its
- * first correct reply (the `mn` sent on connect).
+ * connection, a connect error, garbage, or a stall (timeouts within one timeout_ms) is one
+ * failure; `failure_limit` in a row eject the node from this thread's ring for
+ * `retry_interval_ms`; a correct increment reply in time resets the count, and so does a probe's,
+ * on the terms of on_success. A closed node that is not ejected reconnects after an exponential
+ * backoff (10 ms doubling, per-thread jitter); an ejected one after the retry interval, and
+ * rejoins the ring on its first correct reply (the `mn` sent on connect).
  *
  * Re-resolution: a memcached host given by name can move (a rescheduled pod gets a new IP), so a
  * reconnect of such a node first looks the name up again on h2o's resolver threads
@@ -120,6 +121,7 @@ static void enqueue(rl_mc_node_t *node, rl_mc_op_t *op)
 {
     op->node = node;
     op->issued_usec = rl_mc_now_usec();
+    op->timed_out = false;
     op->timeout.cb = on_op_timeout;
     h2o_linklist_insert(&node->fifo, &op->link);
     ++node->num_pending;
@@ -319,6 +321,7 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
     rl_store_cb cb = op->cb;
     void *cbdata = op->cbdata;
     op->cb = NULL;
+    op->timed_out = true;
     /* One stall times out every op queued behind it, within timeout_ms of each other. Counting
      * each as a failure would eject a node for one hiccup as soon as failure_limit requests were
      * waiting; so a stall counts once per timeout_ms it lasts, and failure_limit means "silent
@@ -347,10 +350,10 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
 
 /*
  * A probe (`mn`) proves the node answers, which re-admits an ejected node; only an increment
- * proves it counts. A probe ends a streak of timeouts (a stall is over once the node answers;
- * otherwise late probes on an idle connection, hours apart, would add up to an ejection). It
- * ends a streak in which a connection was dropped (garbage, a close) only once the connection
- * it arrived on has been up for retry_interval_ms. Not sooner: a node that answers `mn` but
+ * proves it counts. A probe answered in time ends a streak of timeouts (a stall is over once the
+ * node answers; otherwise timeouts hours apart on an idle connection would add up to an
+ * ejection). It ends a streak in which a connection was dropped (garbage, a close) only once the
+ * connection it arrived on has been up for retry_interval_ms. Not sooner: a node that answers `mn` but
  * garbles `ma` drops every connection that carries an increment, so the probe sent on connect
  * must not end its streak; it reaches failure_limit and is ejected again on its first bad
  * increment after re-admission instead of flapping. But a connection that stays up that long
@@ -410,7 +413,11 @@ static bool complete_head(rl_mc_node_t *node, const rl_mc_reply_t *reply, uint64
             rl_metrics_observe_backend_latency(node->thread->metrics, now_usec - op->issued_usec);
     }
     node->last_activity_ms = h2o_now(node->thread->loop);
-    on_success(node, op->is_probe);
+    /* A reply after its deadline was a failure already. Letting it end the streak would keep a
+     * node that always answers after timeout_ms, and so fails every decision, in the ring for
+     * ever (timeout, late reply, timeout, ...); a node is healthy again on an answer in time. */
+    if (!op->timed_out)
+        on_success(node, op->is_probe);
     --node->num_pending;
     void *cbdata;
     rl_store_cb cb = unlink_op(node, op, &cbdata);

@@ -56,6 +56,7 @@ typedef struct st_rl_mc_op_t {
     uint64_t issued_usec;
     uint32_t opaque;
     bool is_probe;
+    bool timed_out; /* its deadline passed first: its reply proves nothing about the node */
 } rl_mc_op_t;
 
 /* A growable byte buffer. */

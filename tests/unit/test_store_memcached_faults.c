@@ -423,9 +423,38 @@ static void test_idle_probe_detects_a_stalled_node_without_traffic(void **state)
     fixture_dispose(&f);
 }
 
-/* Idle probes answered late (over timeout_ms) each count a failure, but the late answer proves
- * the node answers and ends the streak: isolated late probes never add up to an ejection. */
-static void test_late_idle_probes_do_not_add_up_to_an_ejection(void **state)
+/* A node whose every answer comes after timeout_ms fails every decision. Each late reply was a
+ * failure already, so it must not end the streak: the node is ejected after failure_limit
+ * deadlines instead of staying in the ring for ever (timeout, late reply, timeout, ...). */
+static void test_a_node_that_always_answers_late_is_ejected(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fake_t fake;
+    start_on_fake(&f, &fake);
+    f.config.backend.timeout_ms = 50;
+    f.config.backend.failure_limit = 3;
+    f.config.backend.retry_interval_ms = 60000;
+    start_and_wait_ready(&f);
+    fake.mode = FAKE_LATE;
+    node_cond_t ejected = {&f, 0, true};
+    size_t timed_out = 0;
+    for (size_t i = 0; i != 10 && !node_ejected_is(&ejected); ++i) {
+        assert_int_equal(incr_wait(&f, "rl:late:1", NULL), RL_ERR_BACKEND_TIMEOUT);
+        ++timed_out;
+        run_for(f.loop, FAKE_LATE_MS); /* its reply arrives, late */
+    }
+    assert_true(node_ejected_is(&ejected));
+    assert_int_equal(timed_out, 3);
+    assert_int_equal(stats_of(&f, 0).ejections, 1);
+    assert_false(store_is_ready(f.thread));
+    fake_stop(&fake);
+    fixture_dispose(&f);
+}
+
+/* Late answers each count a failure, but an answer in time between them ends the streak: isolated
+ * slow answers never add up to an ejection. */
+static void test_late_answers_between_answers_in_time_do_not_add_up(void **state)
 {
     (void)state;
     fixture_t f;
@@ -435,16 +464,19 @@ static void test_late_idle_probes_do_not_add_up_to_an_ejection(void **state)
     f.config.backend.failure_limit = 2;
     start_and_wait_ready(&f);
     rl_mc_node_stats_t before = stats_of(&f, 0);
-    fake.mode = FAKE_LATE;
-    uint64_t started = now_ms();
-    while (stats_of(&f, 0).failures < before.failures + 3 && now_ms() - started < 8000)
-        run_for(f.loop, 50);
-    run_for(f.loop, FAKE_LATE_MS);
+    for (size_t i = 0; i != 3; ++i) {
+        fake.mode = FAKE_LATE;
+        assert_int_equal(incr_wait(&f, "rl:late:2", NULL), RL_ERR_BACKEND_TIMEOUT);
+        run_for(f.loop, FAKE_LATE_MS);
+        assert_int_equal(stats_of(&f, 0).consecutive_failures, 1);
+        fake.mode = FAKE_GOOD;
+        assert_int_equal(incr_wait(&f, "rl:late:2", NULL), RL_OK);
+        assert_int_equal(stats_of(&f, 0).consecutive_failures, 0);
+    }
     rl_mc_node_stats_t after = stats_of(&f, 0);
-    assert_true(after.failures >= before.failures + 3); /* three probes timed out ... */
-    assert_int_equal(after.ejections, 0);               /* ... yet none followed another */
-    assert_false(after.ejected);
-    assert_int_equal(after.consecutive_failures, 0);
+    assert_int_equal(after.failures, before.failures + 3);
+    assert_int_equal(after.ejections, 0);
+    assert_true(store_is_ready(f.thread));
     fake_stop(&fake);
     fixture_dispose(&f);
 }
@@ -721,7 +753,8 @@ int main(void)
         cmocka_unit_test(test_silent_node_times_out_and_is_not_ready),
         cmocka_unit_test(test_a_short_stall_is_one_failure_and_a_long_one_ejects),
         cmocka_unit_test(test_idle_probe_detects_a_stalled_node_without_traffic),
-        cmocka_unit_test(test_late_idle_probes_do_not_add_up_to_an_ejection),
+        cmocka_unit_test(test_a_node_that_always_answers_late_is_ejected),
+        cmocka_unit_test(test_late_answers_between_answers_in_time_do_not_add_up),
         cmocka_unit_test(test_unreachable_node_is_ejected_and_fails_synchronously),
         cmocka_unit_test(test_ejection_moves_only_its_keys_and_readmission_brings_them_back),
         cmocka_unit_test(test_closes_far_apart_do_not_add_up_to_an_ejection),
