@@ -24,6 +24,12 @@
 #include "ratelimitd/mc_node.h"
 
 #define RL_MC_CONNECT_TIMEOUT_MS 1000
+/* h2o looks host names up on a pool of one thread unless told otherwise, and a lookup has no
+ * deadline: one name whose DNS server is slow (seconds per query with glibc's timeouts and
+ * Kubernetes' search domains) then holds up every other node's reconnect on every loop thread.
+ * Concurrent lookups are at most loop threads x named nodes; h2o starts a thread only when every
+ * one it has is busy. */
+#define RL_MC_RESOLVER_MAX_THREADS 32
 
 static const rl_store_vtable_t vtable;
 
@@ -365,6 +371,14 @@ NoMem:
     return RL_ERR_NOMEM;
 }
 
+static bool has_names(const rl_mc_store_t *store)
+{
+    for (size_t i = 0; i != store->num_nodes; ++i)
+        if (store->is_name[i])
+            return true;
+    return false;
+}
+
 rl_store_t *rl_store_memcached_create(const rl_config_t *config, char *err, size_t errlen)
 {
     if (config->backend.num_servers == 0) {
@@ -385,6 +399,8 @@ rl_store_t *rl_store_memcached_create(const rl_config_t *config, char *err, size
     store->max_pending = config->backend.max_pending != 0 ? config->backend.max_pending : 1;
     if (copy_nodes(store, config, err, errlen) != RL_OK)
         goto Error;
+    if (has_names(store) && h2o_hostinfo_max_threads < RL_MC_RESOLVER_MAX_THREADS)
+        h2o_hostinfo_max_threads = RL_MC_RESOLVER_MAX_THREADS;
     /* the same host names will be hashed on every loop thread: reject what libmemcached rejects now */
     rl_ring_t *ring = rl_ring_create(store->nodes, store->num_nodes, NULL);
     if (ring == NULL) {

@@ -14,6 +14,7 @@ forever (on_failure: closed).
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -168,6 +169,46 @@ class DnsReresolveTest(h.RLTestCase):
         self.assertIn("memcached: node %s resolved to %s:%d" % (node, OLD_IP, mc_port), d.log())
         self.assertEqual(h.status_of(port, "/readyz"), 200)
         self.assertAlive(d)
+
+    def test_a_slow_lookup_does_not_hold_up_another_nodes_reconnect(self):
+        """h2o looks names up on one thread unless told otherwise: while node A's name waits on a
+        slow DNS server, node B (another name) lost its connection and could not reconnect until
+        A's lookups, one per loop thread, were done (8 s here)."""
+        a_port, b_port = shared_port(), h.free_port()
+        # B is "localhost" through libc, at the address libc gives first (it may be ::1)
+        b_ip = socket.getaddrinfo("localhost", b_port, 0, socket.SOCK_STREAM)[0][4][0]
+        a = self.start_memcached(OLD_IP, a_port)
+        b = self.start_memcached(b_ip, b_port)
+        self.resolve_file = os.path.join(self.tmpdir, "resolve.txt")
+        point_name_at(self.resolve_file, OLD_IP)
+        port = h.free_port()
+        cfg = h.base_config(port, ["%s:%d" % (FAKE_NAME, a_port), "localhost:%d" % b_port])
+        cfg["backend"].update({"on_failure": "closed", "timeout_ms": 200, "failure_limit": 3,
+                               "retry_interval_ms": 200})
+        d = self.daemon(cfg, port=port, env=shim_env(self.resolve_file))
+        self.assert_all_threads_recover(d, "at start")
+        c = d.client()
+        self.addCleanup(c.close)
+        owners = h.key_owners(c, [a, b], ["b-%s" % uuid.uuid4().hex for _ in range(40)])
+        b_keys = [k for k, (i, _) in owners.items() if i == 1]
+        self.assertGreater(len(b_keys), 3, "too few of 40 keys on node B: %r" % owners)
+
+        def b_answers():
+            # fresh connections spread over the loop threads; 429 is an answer from B too
+            return all(h.status_of(port, "/limit", {"X-API-Key": b_keys[i % len(b_keys)]}) in (200, 429)
+                       for i in range(10))
+
+        point_name_at(self.resolve_file, OLD_IP, delay_ms=4000)
+        a.kill()  # every loop thread now looks A up again, for 4 s
+        self.assertTrue(h.wait_until(lambda: d.metrics().sum("ratelimitd_backend_errors_total",
+                                                             node="%s:%d" % (FAKE_NAME, a_port)) >= 2, 3.0))
+        time.sleep(0.3)
+        b.kill()
+        self.nodes.append(h.Memcached(port=b_port, host=b_ip).start())
+        t0 = time.monotonic()
+        self.assertTrue(h.wait_until(b_answers, 10.0, interval=0.05), "node B never came back\n" + d.log_tail())
+        took = time.monotonic() - t0
+        self.assertLess(took, 2.0, "node B's reconnect waited %.1f s for node A's slow lookups" % took)
 
     def test_stopping_while_a_lookup_is_in_flight_exits_cleanly(self):
         # the lookups are cancelled; h2o may still answer one, into a queue that must outlive it
