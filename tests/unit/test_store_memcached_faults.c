@@ -230,9 +230,23 @@ static void start_on_fake(fixture_t *f, fake_t *fake)
     fixture_nodes(f, &fake->port, 1);
 }
 
-/* After any config tweaks: starts the store and waits until the fake answered the probe. */
-static void start_and_wait_ready(fixture_t *f)
+/* The failure policy a test runs with; a field left 0 keeps the fixture's default. */
+typedef struct st_policy_t {
+    uint32_t timeout_ms;
+    uint32_t failure_limit;
+    uint32_t retry_interval_ms;
+} policy_t;
+
+/* Starts the store on a fake node under `policy` and waits until the fake answered the probe. */
+static void start_ready_on_fake(fixture_t *f, fake_t *fake, policy_t policy)
 {
+    start_on_fake(f, fake);
+    if (policy.timeout_ms != 0)
+        f->config.backend.timeout_ms = policy.timeout_ms;
+    if (policy.failure_limit != 0)
+        f->config.backend.failure_limit = policy.failure_limit;
+    if (policy.retry_interval_ms != 0)
+        f->config.backend.retry_interval_ms = policy.retry_interval_ms;
     fixture_start(f, NULL);
     assert_true(run_until(f->loop, store_ready, f->thread, 3000));
 }
@@ -242,8 +256,7 @@ static void test_garbage_reply_is_a_protocol_error_and_drops_the_connection(void
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){0});
     uint64_t value;
     assert_int_equal(incr_wait(&f, "rl:g:1", &value), RL_OK);
     assert_int_equal(value, 1);
@@ -336,8 +349,7 @@ static void test_truncated_reply_then_close_is_a_protocol_error(void **state)
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){0});
     fake.mode = FAKE_TRUNCATE;
     result_t r[3] = {{0}};
     for (size_t i = 0; i != 3; ++i)
@@ -358,9 +370,7 @@ static void test_silent_node_times_out_and_is_not_ready(void **state)
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    f.config.backend.timeout_ms = 50;
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){.timeout_ms = 50});
     fake.mode = FAKE_SILENT;
     uint64_t started = now_ms();
     assert_int_equal(incr_wait(&f, "rl:s:1", NULL), RL_ERR_BACKEND_TIMEOUT);
@@ -379,11 +389,7 @@ static void test_a_short_stall_is_one_failure_and_a_long_one_ejects(void **state
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    f.config.backend.timeout_ms = 50;
-    f.config.backend.failure_limit = 3;
-    f.config.backend.retry_interval_ms = 60000;
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){.timeout_ms = 50, .failure_limit = 3, .retry_interval_ms = 60000});
     fake.mode = FAKE_SILENT;
     result_t r[20] = {{0}};
     incr_all_expect(&f, "rl:stall:1", r, 20, RL_ERR_BACKEND_TIMEOUT);
@@ -411,9 +417,7 @@ static void test_idle_probe_detects_a_stalled_node_without_traffic(void **state)
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    f.config.backend.timeout_ms = 50;
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){.timeout_ms = 50});
     uint64_t probes = stats_of(&f, 0).probes;
     fake.mode = FAKE_SILENT;
     run_for(f.loop, 1800);
@@ -431,11 +435,7 @@ static void test_a_node_that_always_answers_late_is_ejected(void **state)
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    f.config.backend.timeout_ms = 50;
-    f.config.backend.failure_limit = 3;
-    f.config.backend.retry_interval_ms = 60000;
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){.timeout_ms = 50, .failure_limit = 3, .retry_interval_ms = 60000});
     fake.mode = FAKE_LATE;
     node_cond_t ejected = {&f, 0, true};
     size_t timed_out = 0;
@@ -459,10 +459,7 @@ static void test_late_answers_between_answers_in_time_do_not_add_up(void **state
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    f.config.backend.timeout_ms = 50;
-    f.config.backend.failure_limit = 2;
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){.timeout_ms = 50, .failure_limit = 2});
     rl_mc_node_stats_t before = stats_of(&f, 0);
     for (size_t i = 0; i != 3; ++i) {
         fake.mode = FAKE_LATE;
@@ -591,10 +588,7 @@ static void test_closes_far_apart_do_not_add_up_to_an_ejection(void **state)
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    f.config.backend.failure_limit = 3;
-    f.config.backend.retry_interval_ms = 200;
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){.failure_limit = 3, .retry_interval_ms = 200});
     for (uint64_t i = 1; i <= 3; ++i) {
         fake_drop(&fake);
         failures_cond_t dropped = {&f, i};
@@ -619,10 +613,7 @@ static void test_a_node_that_answers_probes_but_garbles_increments_is_ejected_ag
     (void)state;
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    f.config.backend.failure_limit = 2;
-    f.config.backend.retry_interval_ms = 300;
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){.failure_limit = 2, .retry_interval_ms = 300});
     fake.mode = FAKE_MN_OK;
     for (int i = 0; i != 2; ++i) {
         assert_true(run_until(f.loop, store_ready, f.thread, 3000)); /* reconnected, probe answered */
@@ -713,10 +704,7 @@ static void test_no_increment_times_out_before_timeout_ms(void **state)
     enum { TIMEOUT_MS = 2 };
     fixture_t f;
     fake_t fake;
-    start_on_fake(&f, &fake);
-    f.config.backend.timeout_ms = TIMEOUT_MS;
-    f.config.backend.failure_limit = 1000;
-    start_and_wait_ready(&f);
+    start_ready_on_fake(&f, &fake, (policy_t){.timeout_ms = TIMEOUT_MS, .failure_limit = 1000});
     fake.mode = FAKE_SILENT;
     for (int round = 0; round != 3; ++round) {
         timed_t t[TIMED_OPS];
