@@ -5,7 +5,8 @@
  */
 #include "ratelimitd/fd_budget.h"
 
-/* stdio, config file during a reload, log, resolver threads' sockets, OpenSSL's random device */
+/* stdio, config file during a reload, log, OpenSSL's random device (a lookup's DNS socket stands
+ * in for the connection of the node it looks up, which is closed meanwhile) */
 #define RL_FD_FIXED 64
 /* epoll, the multithread queue's pipe, a socket accepted only to be shed, a reconnect's spare */
 #define RL_FD_PER_THREAD 8

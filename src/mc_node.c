@@ -22,12 +22,14 @@
  * rejoins the ring on its first correct reply (the `mn` sent on connect).
  *
  * Re-resolution: a memcached host given by name can move (a rescheduled pod gets a new IP), so a
- * reconnect of such a node first looks the name up again on h2o's resolver threads
- * (h2o_hostinfo_getaddr: a loop thread never blocks in DNS) and connects to the answer. The node
- * stays CLOSED meanwhile, so requests for it fail fast as during any reconnect. A lookup that fails
- * is a failure like a refused connect. The first connect uses the start-up resolution (or looks
- * the name up, if it did not resolve at start-up), and IP literals are never looked up again.
+ * reconnect of such a node first looks the name up again on a thread of its own (resolver.c: a
+ * loop thread never blocks in DNS, and one slow name never delays another) and connects to the
+ * answer. The node stays CLOSED meanwhile, so requests for it fail fast as during any reconnect.
+ * A lookup that fails is a failure like a refused connect. The first connect uses the start-up
+ * resolution (or looks the name up, if it did not resolve at start-up), and IP literals are never
+ * looked up again.
  */
+#include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -549,10 +551,9 @@ static void adopt_address(rl_mc_node_t *node, const struct addrinfo *ai)
     ++node->stats.address_changes;
 }
 
-/* Loop thread (h2o's receiver): the answer to resolve_then_connect. h2o frees `req` afterwards. */
-static void on_lookup(h2o_hostinfo_getaddr_req_t *req, const char *errstr, struct addrinfo *res, void *cbdata)
+/* Loop thread: the answer to resolve_then_connect. */
+static void on_lookup(void *cbdata, const char *errstr, const struct addrinfo *res)
 {
-    (void)req;
     rl_mc_node_t *node = cbdata;
     const rl_node_config_t *config = &store_of(node)->nodes[node->index];
     node->lookup = NULL;
@@ -570,13 +571,13 @@ static void on_lookup(h2o_hostinfo_getaddr_req_t *req, const char *errstr, struc
 static void resolve_then_connect(rl_mc_node_t *node)
 {
     const rl_node_config_t *config = &store_of(node)->nodes[node->index];
-    char port[8];
-    int port_len = snprintf(port, sizeof(port), "%u", (unsigned)config->port);
     ++node->stats.lookups;
-    /* the same hints as the start-up resolution, so both agree on which address comes first */
-    node->lookup = h2o_hostinfo_getaddr(
-        &node->thread->resolver->receiver, h2o_iovec_init(config->host, strlen(config->host)),
-        h2o_iovec_init(port, (size_t)port_len), AF_UNSPEC, SOCK_STREAM, 0, AI_NUMERICSERV, on_lookup, node);
+    node->lookup = rl_resolver_lookup(node->thread->resolver, config->host, config->port, on_lookup, node);
+    if (node->lookup == NULL) {
+        rl_log_warn("memcached", "node %s: cannot start a lookup of %s: %s", config->name, config->host,
+                    strerror(errno));
+        node_fail(node, RL_ERR_BACKEND_DOWN);
+    }
 }
 
 /* Every reconnect follows a failure, and a failure may mean the name now points elsewhere. */
@@ -625,12 +626,11 @@ void rl_mc_node_init(rl_mc_node_t *node, rl_mc_thread_t *thread, size_t index)
     node->addrlen = thread->store->addrlens[index];
 }
 
-bool rl_mc_node_dispose(rl_mc_node_t *node, int status)
+void rl_mc_node_dispose(rl_mc_node_t *node, int status)
 {
-    bool lookup_cancelled = node->lookup != NULL;
-    if (lookup_cancelled) {
-        /* from here on h2o never calls on_lookup with this node */
-        h2o_hostinfo_getaddr_cancel(node->lookup);
+    if (node->lookup != NULL) {
+        /* from here on on_lookup is never called with this node */
+        rl_lookup_cancel(node->lookup);
         node->lookup = NULL;
     }
     close_socket(node);
@@ -640,5 +640,4 @@ bool rl_mc_node_dispose(rl_mc_node_t *node, int status)
     free(node->writing.base);
     node->out = (rl_mc_bytes_t){NULL, 0, 0};
     node->writing = (rl_mc_bytes_t){NULL, 0, 0};
-    return lookup_cancelled;
 }

@@ -7,8 +7,8 @@
  * pending) starts its node down, and its first connect looks it up again.
  * Each loop thread builds its own rl_mc_thread_t on its own loop: one pipelined connection per
  * node (mc_node.c) with its own copy of the node's address, which a reconnect refreshes when the
- * host is a name (asynchronously, through the thread's resolver queue: a loop thread must never
- * block in DNS); its own ring (a memcached_st is not thread-safe), its own timers and a free list
+ * host is a name (asynchronously, through the thread's resolver: a loop thread must never block
+ * in DNS); its own ring (a memcached_st is not thread-safe), its own timers and a free list
  * of ops, so the request path takes no lock and, in steady state, no malloc. Ejection is per
  * thread: each thread learns on its own that a node is down, which costs at most failure_limit
  * errors per thread and avoids any cross-thread signalling.
@@ -24,12 +24,6 @@
 #include "ratelimitd/mc_node.h"
 
 #define RL_MC_CONNECT_TIMEOUT_MS 1000
-/* h2o looks host names up on a pool of one thread unless told otherwise, and a lookup has no
- * deadline: one name whose DNS server is slow (seconds per query with glibc's timeouts and
- * Kubernetes' search domains) then holds up every other node's reconnect on every loop thread.
- * Concurrent lookups are at most loop threads x named nodes; h2o starts a thread only when every
- * one it has is busy. */
-#define RL_MC_RESOLVER_MAX_THREADS 32
 
 static const rl_store_vtable_t vtable;
 
@@ -111,33 +105,6 @@ static void init_backoff(rl_mc_thread_t *thread)
     }
 }
 
-rl_mc_resolver_t *rl_mc_resolver_create(h2o_loop_t *loop)
-{
-    rl_mc_resolver_t *resolver = calloc(1, sizeof(*resolver));
-    if (resolver == NULL)
-        return NULL;
-    resolver->queue = h2o_multithread_create_queue(loop);
-    h2o_multithread_register_receiver(resolver->queue, &resolver->receiver, h2o_hostinfo_getaddr_receiver);
-    return resolver;
-}
-
-void rl_mc_resolver_dispose(rl_mc_resolver_t *resolver, bool lookups_cancelled)
-{
-    if (resolver == NULL)
-        return;
-    if (lookups_cancelled) {
-        /* h2o_hostinfo_getaddr_cancel() frees a lookup still queued, but one already running on a
-         * resolver thread posts its (ignored) answer to this receiver later: unregistering with an
-         * answer waiting aborts, and freeing the queue would let that thread write into freed memory.
-         * Only possible when a thread stops mid-lookup, that is at exit: the few bytes stay. */
-        rl_log_debug("memcached", "a host name lookup was still in flight: its answer queue is left to the process");
-        return;
-    }
-    h2o_multithread_unregister_receiver(resolver->queue, &resolver->receiver);
-    h2o_multithread_destroy_queue(resolver->queue);
-    free(resolver);
-}
-
 static void dispose_timeouts(rl_mc_thread_t *thread)
 {
     h2o_timeout_unlink(&thread->probe_entry);
@@ -157,12 +124,11 @@ static void thread_destroy(rl_store_thread_t *super)
     if (thread == NULL)
         return;
     thread->closing = true;
-    bool lookups_cancelled = false;
     if (thread->nodes != NULL) {
         for (size_t i = 0; i != thread->store->num_nodes; ++i)
-            lookups_cancelled |= rl_mc_node_dispose(&thread->nodes[i], RL_ERR_CANCELLED);
+            rl_mc_node_dispose(&thread->nodes[i], RL_ERR_CANCELLED);
     }
-    rl_mc_resolver_dispose(thread->resolver, lookups_cancelled);
+    rl_resolver_dispose(thread->resolver);
     dispose_timeouts(thread);
     while (!h2o_linklist_is_empty(&thread->free_ops)) {
         rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, link, thread->free_ops.next);
@@ -208,7 +174,7 @@ static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_
      * The nodes come last: thread_destroy disposes every node of a non-NULL array. */
     if ((thread->ring = rl_ring_create(store->nodes, store->num_nodes, NULL)) == NULL ||
         (thread->full_ring = rl_ring_create(store->nodes, store->num_nodes, NULL)) == NULL ||
-        (any_name(store) && (thread->resolver = rl_mc_resolver_create(loop)) == NULL) ||
+        (any_name(store) && (thread->resolver = rl_resolver_create(loop)) == NULL) ||
         (thread->nodes = calloc(store->num_nodes, sizeof(*thread->nodes))) == NULL) {
         thread_destroy(&thread->super);
         return NULL;
@@ -371,14 +337,6 @@ NoMem:
     return RL_ERR_NOMEM;
 }
 
-static bool has_names(const rl_mc_store_t *store)
-{
-    for (size_t i = 0; i != store->num_nodes; ++i)
-        if (store->is_name[i])
-            return true;
-    return false;
-}
-
 rl_store_t *rl_store_memcached_create(const rl_config_t *config, char *err, size_t errlen)
 {
     if (config->backend.num_servers == 0) {
@@ -399,8 +357,6 @@ rl_store_t *rl_store_memcached_create(const rl_config_t *config, char *err, size
     store->max_pending = config->backend.max_pending != 0 ? config->backend.max_pending : 1;
     if (copy_nodes(store, config, err, errlen) != RL_OK)
         goto Error;
-    if (has_names(store) && h2o_hostinfo_max_threads < RL_MC_RESOLVER_MAX_THREADS)
-        h2o_hostinfo_max_threads = RL_MC_RESOLVER_MAX_THREADS;
     /* the same host names will be hashed on every loop thread: reject what libmemcached rejects now */
     rl_ring_t *ring = rl_ring_create(store->nodes, store->num_nodes, NULL);
     if (ring == NULL) {

@@ -14,6 +14,7 @@
 #include <h2o.h>
 #include "ratelimitd/config.h"
 #include "ratelimitd/metrics.h"
+#include "ratelimitd/resolver.h"
 #include "ratelimitd/ring.h"
 #include "ratelimitd/store.h"
 #include "ratelimitd/store_memcached.h"
@@ -96,15 +97,9 @@ struct st_rl_mc_node_t {
      * another. Per thread, so that no lock is needed and each thread follows a move on its own. */
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    h2o_hostinfo_getaddr_req_t *lookup; /* while CLOSED and resolving before a reconnect */
+    rl_lookup_t *lookup; /* while CLOSED and resolving before a reconnect */
     rl_mc_node_stats_t stats;
 };
-
-/* Delivers answers of h2o's resolver threads to a loop thread. See rl_mc_resolver_dispose. */
-typedef struct st_rl_mc_resolver_t {
-    h2o_multithread_receiver_t receiver;
-    h2o_multithread_queue_t *queue;
-} rl_mc_resolver_t;
 
 struct st_rl_mc_thread_t {
     rl_store_thread_t super;
@@ -124,18 +119,17 @@ struct st_rl_mc_thread_t {
     h2o_timeout_t backoff[RL_MC_BACKOFF_LEVELS];
     size_t num_backoff;
     h2o_linklist_t free_ops;
-    rl_mc_resolver_t *resolver; /* NULL when every host is an IP literal */
-    bool closing;               /* thread_destroy is failing ops: refuse new ones */
+    rl_resolver_t *resolver; /* NULL when every host is an IP literal */
+    bool closing;            /* thread_destroy is failing ops: refuse new ones */
 };
 
 /* mc_node.c: the connection and its failure policy (ejection, backoff, re-admission). */
 void rl_mc_node_init(rl_mc_node_t *node, rl_mc_thread_t *thread, size_t index);
 /*
  * Fails every pending op with `status` (callbacks still set), cancels a lookup in flight, closes the
- * socket, unlinks timers, frees buffers. Returns true if a lookup was in flight (see
- * rl_mc_resolver_dispose).
+ * socket, unlinks timers, frees buffers.
  */
-bool rl_mc_node_dispose(rl_mc_node_t *node, int status);
+void rl_mc_node_dispose(rl_mc_node_t *node, int status);
 /* Starts a non-blocking connect to the node's current address (node->addr). */
 void rl_mc_node_connect(rl_mc_node_t *node);
 /* The first connect: a name that did not resolve at start-up is looked up first. */
@@ -154,13 +148,5 @@ void rl_mc_count_error(rl_mc_thread_t *thread, size_t node, int status);
 void rl_mc_thread_rebuild_ring(rl_mc_thread_t *thread);
 /* CLOCK_MONOTONIC in microseconds. */
 uint64_t rl_mc_now_usec(void);
-/* Loop thread: a queue on `loop` whose receiver dispatches h2o_hostinfo_getaddr answers; NULL on failure. */
-rl_mc_resolver_t *rl_mc_resolver_create(h2o_loop_t *loop);
-/*
- * Loop thread. `lookups_cancelled`: a lookup was cancelled by the caller and h2o may still post its
- * answer (h2o 2.2.5 cannot say whether a cancelled lookup was still queued or already running); the
- * queue and receiver must then outlive the resolver threads, so they are left to the process.
- */
-void rl_mc_resolver_dispose(rl_mc_resolver_t *resolver, bool lookups_cancelled);
 
 #endif

@@ -171,9 +171,9 @@ class DnsReresolveTest(h.RLTestCase):
         self.assertAlive(d)
 
     def test_a_slow_lookup_does_not_hold_up_another_nodes_reconnect(self):
-        """h2o looks names up on one thread unless told otherwise: while node A's name waits on a
-        slow DNS server, node B (another name) lost its connection and could not reconnect until
-        A's lookups, one per loop thread, were done (8 s here)."""
+        """While node A's name waits on a slow DNS server, node B (another name) loses its
+        connection: its lookup must not queue behind A's. With h2o's resolver (one FIFO, a pool of
+        one thread by default) B waited 7.7 s; with a pool of 32, 3.7 s in one CI run."""
         a_port, b_port = shared_port(), h.free_port()
         # B is "localhost" through libc, at the address libc gives first (it may be ::1)
         b_ip = socket.getaddrinfo("localhost", b_port, 0, socket.SOCK_STREAM)[0][4][0]
@@ -208,6 +208,7 @@ class DnsReresolveTest(h.RLTestCase):
         t0 = time.monotonic()
         self.assertTrue(h.wait_until(b_answers, 10.0, interval=0.05), "node B never came back\n" + d.log_tail())
         took = time.monotonic() - t0
+        print("\nnode B answered again %.2f s after its restart, while node A's lookups took 4 s" % took)
         self.assertLess(took, 2.0, "node B's reconnect waited %.1f s for node A's slow lookups" % took)
 
     def test_stopping_while_a_lookup_is_in_flight_exits_cleanly(self):
