@@ -353,16 +353,16 @@ static void on_op_timeout(h2o_timeout_entry_t *entry)
 /*
  * A probe (`mn`) proves the node answers, which re-admits an ejected node; only an increment
  * proves it counts. A probe answered in time ends a streak of timeouts (a stall is over once the
- * node answers; otherwise timeouts hours apart on an idle connection would add up to an
- * ejection). It ends a streak in which a connection was dropped (garbage, a close) only once the
- * connection it arrived on has been up for retry_interval_ms. Not sooner: a node that answers `mn` but
- * garbles `ma` drops every connection that carries an increment, so the probe sent on connect
- * must not end its streak; it reaches failure_limit and is ejected again on its first bad
- * increment after re-admission instead of flapping. But a connection that stays up that long
- * (as long as an ejection lasts) has carried no bad reply, so failures before it are unrelated
- * to what follows: without that, on a connection no increment uses (an idle thread, a node few
- * keys hash to), closes hours apart would add up to an ejection. Timeouts on the connection do
- * not restart that wait: a garbling node drops the connection, it does not stall it.
+ * node answers; otherwise timeouts hours apart on an idle connection would add up to an ejection).
+ * It ends a streak in which a connection was dropped (garbage, a close) only once the connection
+ * it arrived on has been up for retry_interval_ms. Not sooner: a node that answers `mn` but
+ * garbles `ma` drops every connection that carries an increment, so the probe sent on connect must
+ * not end its streak; it reaches failure_limit and is ejected again on its first bad increment
+ * after re-admission instead of flapping. But a connection that stays up that long (as long as an
+ * ejection lasts) has carried no bad reply, so failures before it are unrelated to what follows:
+ * without that, on a connection no increment uses (an idle thread, a node few keys hash to),
+ * closes hours apart would add up to an ejection. Timeouts on the connection do not restart that
+ * wait: a garbling node drops the connection, it does not stall it.
  */
 static bool ends_streak(const rl_mc_node_t *node, bool is_probe)
 {

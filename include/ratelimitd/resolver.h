@@ -6,10 +6,8 @@
 #define RATELIMITD_RESOLVER_H
 
 #include <netdb.h>
-#include <stdbool.h>
 #include <stdint.h>
-#include "h2o.h"
-#include "h2o/multithread.h"
+#include <h2o.h>
 
 typedef struct st_rl_resolver_t rl_resolver_t;
 typedef struct st_rl_lookup_t rl_lookup_t;
