@@ -33,7 +33,7 @@ struct st_rl_lookup_t {
     void *cbdata;
     /* written by the lookup thread before it posts the answer */
     char *host;
-    char port[8];
+    uint16_t port;
     int gai_err;
     struct addrinfo *res;
 };
@@ -46,13 +46,19 @@ static void free_lookup(rl_lookup_t *lookup)
     free(lookup);
 }
 
+int rl_resolve(const char *host, uint16_t port, struct addrinfo **res)
+{
+    char service[8];
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    return getaddrinfo(host, service, &hints, res);
+}
+
 /* Lookup thread. */
 static void *lookup_main(void *arg)
 {
     rl_lookup_t *lookup = arg;
-    /* the same hints as the start-up resolution, so both agree on which address comes first */
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    lookup->gai_err = getaddrinfo(lookup->host, lookup->port, &hints, &lookup->res);
+    lookup->gai_err = rl_resolve(lookup->host, lookup->port, &lookup->res);
     h2o_multithread_send_message(&lookup->resolver->receiver, &lookup->super);
     return NULL;
 }
@@ -107,7 +113,7 @@ rl_lookup_t *rl_resolver_lookup(rl_resolver_t *resolver, const char *host, uint1
     lookup->resolver = resolver;
     lookup->cb = cb;
     lookup->cbdata = cbdata;
-    snprintf(lookup->port, sizeof(lookup->port), "%u", (unsigned)port);
+    lookup->port = port;
     int ret = start_detached(lookup);
     if (ret != 0) {
         free_lookup(lookup);

@@ -22,6 +22,7 @@
 #include "ratelimitd/error.h"
 #include "ratelimitd/log.h"
 #include "ratelimitd/mc_node.h"
+#include "ratelimitd/resolver.h"
 
 #define RL_MC_CONNECT_TIMEOUT_MS 1000
 
@@ -276,11 +277,8 @@ static void destroy(rl_store_t *super)
 static int resolve(const rl_node_config_t *node, struct sockaddr_storage *addr, socklen_t *addrlen, char *err,
                    size_t errlen)
 {
-    char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)node->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res;
-    int gai = getaddrinfo(node->host, port, &hints, &res);
+    int gai = rl_resolve(node->host, node->port, &res);
     if (gai != 0) {
         snprintf(err, errlen, "backend server %s: %s", node->name, gai_strerror(gai));
         return RL_ERR_CONFIG;

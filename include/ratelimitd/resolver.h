@@ -16,6 +16,12 @@ typedef struct st_rl_lookup_t rl_lookup_t;
  * is freed when the callback returns. */
 typedef void (*rl_lookup_cb)(void *cbdata, const char *errstr, const struct addrinfo *res);
 
+/*
+ * Blocking: getaddrinfo() for a memcached node (TCP, any family, numeric port), its error code or
+ * 0. Start-up and the lookup threads both resolve through it, so they agree on which address comes
+ * first.
+ */
+int rl_resolve(const char *host, uint16_t port, struct addrinfo **res);
 /* Loop thread: a resolver answering on `loop`; NULL when out of memory. */
 rl_resolver_t *rl_resolver_create(h2o_loop_t *loop);
 /*
