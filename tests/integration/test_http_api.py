@@ -237,6 +237,31 @@ class LimitApiTest(h.RLTestCase):
         buf, _ = h.raw_exchange(self.d.port, b"GET /limit HTTP/1.1\r\nHost: a\r\nX-API-Key: \t \r\nConnection: close\r\n\r\n")
         self.assertEqual(h.parse_raw_status(buf), 401, buf[:300])
 
+    def test_what_h2o_answers_itself_is_a_plain_400_and_not_counted(self):
+        """The README's HTTP API row: requests h2o's parser refuses never reach ratelimitd, and an
+        obsolete folded header reaches it as its first line only."""
+        before = self.d.metrics().sum("ratelimitd_requests_total")
+        many = b"".join(b"X-Pad-%d: v\r\n" % i for i in range(120))
+        for head in (b"X-API-Key: ctl\x01key\r\n", b"X-API-Key: " + unique().encode() + b"\r\n" + many):
+            buf, _ = h.raw_exchange(self.d.port, b"GET /limit HTTP/1.1\r\nHost: a\r\n" + head +
+                                    b"Connection: close\r\n\r\n", read_until_close=True)
+            self.assertEqual(h.parse_raw_status(buf), 400, buf[:300])
+            self.assertIn(b"text/plain", buf.split(b"\r\n\r\n")[0].lower(), buf[:300])
+        self.assertEqual(self.d.metrics().sum("ratelimitd_requests_total"), before)
+
+        for _ in range(4):
+            key = unique("fold")
+            h.wait_fresh_second(0.15)
+            buf, _ = h.raw_exchange(self.d.port, b"GET /limit HTTP/1.1\r\nHost: a\r\nX-API-Key: " + key.encode() +
+                                    b"\r\n  extra\r\nConnection: close\r\n\r\n")
+            self.assertEqual(h.parse_raw_status(buf), 200, buf[:300])
+            r = self.c.limit(key)
+            if r.json["window"] == int(re.search(rb'"window":(\d+)', buf).group(1)):
+                self.check_decision(r, True, 10, 8)  # the folded request was charged to its first line
+                break
+        else:
+            self.fail("could not fit 2 requests into one window")
+
     def test_printable_ascii_key_is_accepted(self):
         key = "".join(chr(c) for c in range(0x21, 0x7F)) + uuid.uuid4().hex
         self.assertEqual(self.c.limit(key).status, 200)
