@@ -29,7 +29,6 @@
 /* Generous bounds that keep a hostile file from costing more than a moment to reject. */
 #define RL_CONFIG_MAX_FILE_BYTES (64u << 20)
 #define RL_CONFIG_MAX_LISTENERS 1024
-#define RL_CONFIG_MAX_SERVERS 1024
 #define RL_CONFIG_MAX_TIER_NAME 64
 #define RL_CONFIG_MAX_HEADER_NAME 256
 #define RL_CONFIG_DEFAULT_PORT 8080
@@ -427,7 +426,9 @@ static void set_servers(rl_cfg_parser_t *parser, const yaml_node_t *node, const 
         return;
     size_t n = rl_cfg_count_items(node);
     if (n > RL_CONFIG_MAX_SERVERS) {
-        rl_cfg_error(&parser->errors, node->start_mark, path, "at most %d servers, got %zu", RL_CONFIG_MAX_SERVERS, n);
+        rl_cfg_error(&parser->errors, node->start_mark, path,
+                     "at most %d servers (libmemcached's ketama ring holds no more), got %zu", RL_CONFIG_MAX_SERVERS,
+                     n);
         return;
     }
     if (n != 0 && (config->backend.servers = calloc(n, sizeof(*config->backend.servers))) == NULL) {

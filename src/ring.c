@@ -63,6 +63,8 @@ Error:
 
 rl_ring_t *rl_ring_create(const rl_node_config_t *nodes, size_t num_nodes, const bool *live)
 {
+    if (num_nodes > RL_CONFIG_MAX_SERVERS)
+        return NULL;
     rl_ring_t *ring = calloc(1, sizeof(*ring));
     if (ring == NULL)
         return NULL;

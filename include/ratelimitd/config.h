@@ -13,6 +13,9 @@
 #define RL_CONFIG_DEFAULT_PATH "conf/ratelimitd.yaml"
 #define RL_CONFIG_MAX_LIMIT 1000000000u
 #define RL_CONFIG_MAX_KEY_PREFIX 64
+/* libmemcached 1.1.4 aborts (an assert in update_continuum) when a ketama ring has more than 100
+ * servers: a larger pool is a config error, and the ring refuses one too. */
+#define RL_CONFIG_MAX_SERVERS 100
 /* h2o 2.2.5 answers 400 itself to an HTTP/1.1 request head over H2O_MAX_REQLEN (417,792
  * bytes), so a larger server.max_header_bytes could never produce the 431 it promises. */
 #define RL_CONFIG_MAX_HEADER_BYTES 262144u

@@ -21,8 +21,8 @@ typedef struct st_rl_ring_t rl_ring_t;
 
 /*
  * Builds the ring over nodes[i] for which live[i] is true (`live` NULL = all). `nodes` is not
- * retained. Returns a ring owned by the caller, or NULL on allocation failure or an invalid host
- * name. No I/O and no DNS: host names are hashed as written.
+ * retained. Returns a ring owned by the caller, or NULL on allocation failure, an invalid host
+ * name or more than RL_CONFIG_MAX_SERVERS nodes. No I/O and no DNS: host names are hashed as written.
  */
 rl_ring_t *rl_ring_create(const rl_node_config_t *nodes, size_t num_nodes, const bool *live);
 

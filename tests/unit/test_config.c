@@ -469,6 +469,30 @@ static void test_bad_server_entries_are_rejected(void **state)
                         "conf/t.yaml:1:52: backend.servers[2]: duplicate server a:1");
 }
 
+/* Writes a memcached backend of `n` servers 10.0.0.1:1 .. 10.0.0.1:n into `yaml`. */
+static void write_pool(char *yaml, size_t cap, size_t n)
+{
+    size_t at = (size_t)snprintf(yaml, cap, "backend:\n  type: memcached\n  servers:\n");
+    for (size_t i = 1; i <= n && at < cap; ++i)
+        at += (size_t)snprintf(yaml + at, cap - at, "    - 10.0.0.1:%zu\n", i);
+    assert_true(at < cap);
+}
+
+/* libmemcached's ketama ring aborts the process above 100 servers: the config must refuse them. */
+static void test_more_servers_than_the_ring_holds_is_an_error(void **state)
+{
+    (void)state;
+    char yaml[4096], *errors;
+    write_pool(yaml, sizeof(yaml), 100);
+    rl_config_t *config = parse(yaml, &errors);
+    assert_non_null(config);
+    assert_int_equal(config->backend.num_servers, 100);
+    rl_config_destroy(config);
+    write_pool(yaml, sizeof(yaml), 101);
+    assert_single_error(yaml, "conf/t.yaml:4:5: backend.servers: at most 100 servers (libmemcached's ketama ring holds "
+                              "no more), got 101");
+}
+
 static void test_key_naming_an_unknown_tier_is_an_error(void **state)
 {
     (void)state;
@@ -849,6 +873,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_key_reports_the_second_occurrence),
         cmocka_unit_test(test_missing_listen_port_is_reported_at_the_listener),
         cmocka_unit_test(test_memcached_backend_without_servers_is_an_error),
+        cmocka_unit_test(test_more_servers_than_the_ring_holds_is_an_error),
         cmocka_unit_test(test_bad_server_entries_are_rejected),
         cmocka_unit_test(test_key_naming_an_unknown_tier_is_an_error),
         cmocka_unit_test(test_invalid_api_key_is_rejected_without_echoing_it),

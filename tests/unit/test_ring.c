@@ -214,6 +214,25 @@ static void test_single_live_node_gets_every_key(void **state)
     rl_ring_destroy(ring);
 }
 
+/* libmemcached asserts (aborting the process) above 100 servers: the ring must refuse, not crash. */
+static void test_a_ring_holds_at_most_100_nodes(void **state)
+{
+    (void)state;
+    enum { N = RL_CONFIG_MAX_SERVERS + 1 };
+    static char names[N][32];
+    static rl_node_config_t nodes[N];
+    for (size_t i = 0; i != N; ++i) {
+        snprintf(names[i], sizeof(names[i]), "10.0.0.1:%zu", i + 1);
+        nodes[i] = node("10.0.0.1", (uint16_t)(i + 1), 1, names[i]);
+    }
+    rl_ring_t *ring = rl_ring_create(nodes, N - 1, NULL);
+    assert_non_null(ring);
+    int index = rl_ring_lookup(ring, keys[0], key_lens[0]);
+    assert_true(index >= 0 && index < N - 1);
+    rl_ring_destroy(ring);
+    assert_null(rl_ring_create(nodes, N, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -224,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_ejecting_the_weighted_node_keeps_the_weighted_ring),
         cmocka_unit_test(test_no_live_node_maps_to_minus_one),
         cmocka_unit_test(test_single_live_node_gets_every_key),
+        cmocka_unit_test(test_a_ring_holds_at_most_100_nodes),
     };
     return cmocka_run_group_tests(tests, setup_keys, NULL);
 }
