@@ -59,9 +59,10 @@ void rl_cfg_errors_dispose(rl_cfg_errors_t *errors);
 const char *rl_cfg_excerpt(rl_cfg_excerpt_t *out, const char *bytes, size_t len);
 
 /*
- * Phase one: parses exactly one YAML document from `yaml`. Returns RL_OK with *doc filled (the
- * caller deletes it with yaml_document_delete, even when it has no root node), or RL_ERR_CONFIG
- * after recording the syntax error (or the second document) in `errors`, *doc then empty.
+ * Phase one: parses the first YAML document of `yaml`. Returns RL_OK with *doc filled (the caller
+ * deletes it with yaml_document_delete, even when it has no root node), having recorded in
+ * `errors` any tag or second document, which leave the document checkable; or RL_ERR_CONFIG
+ * after recording a syntax error, an alias or too deep a nesting, *doc then empty.
  */
 int rl_cfg_load_document(rl_cfg_errors_t *errors, const char *yaml, size_t len, yaml_document_t *doc);
 

@@ -311,6 +311,43 @@ static void test_aliases_and_tags_are_refused_where_written(void **state)
     rl_config_destroy(config);
 }
 
+/* SPEC: --check-config prints every error. A tag or a second document leaves the first document
+ * checkable, so they must not hide its errors. */
+static void test_tags_and_second_documents_do_not_hide_other_errors(void **state)
+{
+    (void)state;
+    char *errors;
+    assert_null(parse("threads: !!int 4\nfoo: 1\nlimits:\n  default: 0\n", &errors));
+    assert_has_error(errors, "conf/t.yaml:1:10: YAML tags (tag:yaml.org,2002:int) are not supported");
+    assert_has_error(errors, "conf/t.yaml:2:1: foo: unknown field");
+    assert_has_error(errors, "conf/t.yaml:4:12: limits.default: must be between 1 and 1000000000");
+    assert_int_equal(count_lines(errors), 3);
+    free(errors);
+    assert_null(parse("threads: 1\nfoo: 1\n---\nbar: 2\n", &errors));
+    assert_has_error(errors, "conf/t.yaml:3:1: more than one YAML document");
+    assert_has_error(errors, "conf/t.yaml:2:1: foo: unknown field");
+    assert_int_equal(count_lines(errors), 2);
+    free(errors);
+}
+
+/* libyaml's scanner costs time quadratic in the nesting depth: 60,000 levels took 21 s, and a
+ * SIGHUP with such a file kept the daemon from taking SIGTERM. The schema needs 4 levels. */
+static void test_nesting_deeper_than_16_levels_is_refused(void **state)
+{
+    (void)state;
+    enum { DEPTH = 60000 };
+    static char yaml[2 * DEPTH + 64];
+    int at = snprintf(yaml, sizeof(yaml), "a: ");
+    memset(yaml + at, '[', DEPTH);
+    memset(yaml + at + DEPTH, ']', DEPTH);
+    strcpy(yaml + at + 2 * DEPTH, "\n");
+    /* the top mapping is the first level, so the 16th "[" (column 3 + 16) opens the 17th */
+    assert_single_error(yaml, "conf/t.yaml:1:19: nested more than 16 levels deep");
+    assert_single_error("a: {b: {c: [[[[[[[[[[[[[1]]]]]]]]]]]]]}}\n", "conf/t.yaml:1:1: a: unknown field");
+    assert_single_error("limits:\n  tiers:\n    - - - - - - - - - - - - - - - - x\n",
+                        "conf/t.yaml:3:33: nested more than 16 levels deep");
+}
+
 static void test_invalid_utf8_is_a_syntax_error_with_position(void **state)
 {
     (void)state;
@@ -863,6 +900,8 @@ int main(void)
         cmocka_unit_test(test_top_level_that_is_not_a_mapping_is_an_error),
         cmocka_unit_test(test_yaml_syntax_error_reports_libyaml_mark),
         cmocka_unit_test(test_aliases_and_tags_are_refused_where_written),
+        cmocka_unit_test(test_tags_and_second_documents_do_not_hide_other_errors),
+        cmocka_unit_test(test_nesting_deeper_than_16_levels_is_refused),
         cmocka_unit_test(test_invalid_utf8_is_a_syntax_error_with_position),
         cmocka_unit_test(test_multiple_documents_are_an_error),
         cmocka_unit_test(test_unknown_field_reports_line_and_column),
