@@ -541,6 +541,40 @@ static void test_key_naming_an_unknown_tier_is_an_error(void **state)
     assert_non_null(config);
     assert_int_equal(config->limits.keys[0].tier_index, 1);
     rl_config_destroy(config);
+    /* a tier whose own error is reported is not unknown: the key naming it is not blamed too */
+    assert_null(parse("limits:\n  tiers: {free: 1, gold: 0}\n  keys: {k1: gold, k2: silver}\n", &errors));
+    assert_has_error(errors, "conf/t.yaml:2:26: limits.tiers.gold: must be between 1 and 1000000000");
+    assert_has_error(errors, "conf/t.yaml:3:24: limits.keys: unknown tier \"silver\" (not in limits.tiers)");
+    assert_int_equal(count_lines(errors), 2);
+    free(errors);
+}
+
+/* Keys find their tiers by binary search over sorted names: each key must get its own tier. */
+static void test_many_keys_each_get_the_tier_they_name(void **state)
+{
+    (void)state;
+    enum { TIERS = 40, KEYS = 200 };
+    static char yaml[16384];
+    size_t at = (size_t)snprintf(yaml, sizeof(yaml), "limits:\n  tiers:\n");
+    /* written out of order, so that the sorted order differs from the document's */
+    for (size_t i = 0; i < TIERS; ++i)
+        at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "    t%zu: %zu\n", (i * 7) % TIERS, 100 + (i * 7) % TIERS);
+    at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "  keys:\n");
+    for (size_t k = 0; k < KEYS; ++k)
+        at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "    key%zu: t%zu\n", k, (k * 13) % TIERS);
+    assert_true(at < sizeof(yaml));
+    char *errors;
+    rl_config_t *config = parse(yaml, &errors);
+    assert_non_null(config);
+    assert_int_equal(config->limits.num_keys, KEYS);
+    for (size_t k = 0; k < KEYS; ++k) {
+        char name[16];
+        snprintf(name, sizeof(name), "t%zu", (k * 13) % TIERS);
+        const rl_tier_config_t *tier = &config->limits.tiers[config->limits.keys[k].tier_index];
+        assert_string_equal(tier->name, name);
+        assert_int_equal(tier->limit, 100 + (k * 13) % TIERS);
+    }
+    rl_config_destroy(config);
 }
 
 static void test_invalid_api_key_is_rejected_without_echoing_it(void **state)
@@ -915,6 +949,7 @@ int main(void)
         cmocka_unit_test(test_more_servers_than_the_ring_holds_is_an_error),
         cmocka_unit_test(test_bad_server_entries_are_rejected),
         cmocka_unit_test(test_key_naming_an_unknown_tier_is_an_error),
+        cmocka_unit_test(test_many_keys_each_get_the_tier_they_name),
         cmocka_unit_test(test_invalid_api_key_is_rejected_without_echoing_it),
         cmocka_unit_test(test_bad_tier_name_is_rejected),
         cmocka_unit_test(test_timeout_must_end_before_the_counter_can_expire),
