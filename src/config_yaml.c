@@ -144,20 +144,40 @@ void rl_cfg_errors_dispose(rl_cfg_errors_t *errors)
     errors->len = errors->cap = 0;
 }
 
-/* Reader errors (bad UTF-8, control bytes) carry a byte offset, not a mark. */
+/* Length of the line break at yaml[i] as libyaml counts breaks (CR LF, CR, LF, NEL, LS, PS), or 0. */
+static size_t line_break_at(const char *yaml, size_t len, size_t i)
+{
+    const unsigned char *c = (const unsigned char *)yaml + i;
+    size_t left = len - i;
+    if (c[0] == '\r')
+        return left >= 2 && c[1] == '\n' ? 2 : 1;
+    if (c[0] == '\n')
+        return 1;
+    if (left >= 2 && c[0] == 0xC2 && c[1] == 0x85)
+        return 2;
+    if (left >= 3 && c[0] == 0xE2 && c[1] == 0x80 && (c[2] == 0xA8 || c[2] == 0xA9))
+        return 3;
+    return 0;
+}
+
+/* Reader errors (bad UTF-8, control bytes) carry a byte offset, not a mark: count as libyaml does. */
 static yaml_mark_t mark_at_offset(const char *yaml, size_t len, size_t offset)
 {
     yaml_mark_t mark = {0};
     /* libyaml's marks do not count a UTF-8 byte order mark */
-    size_t start = len >= 3 && memcmp(yaml, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
-    for (size_t i = start; i < offset && i < len; ++i) {
-        if (yaml[i] == '\n') {
+    size_t i = len >= 3 && memcmp(yaml, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    while (i < offset && i < len) {
+        size_t line_break = line_break_at(yaml, len, i);
+        if (line_break != 0) {
             ++mark.line;
             mark.column = 0;
-        } else if (((unsigned char)yaml[i] & 0xC0) != 0x80) {
-            /* columns count characters, as libyaml's marks do: UTF-8 continuation bytes add none */
-            ++mark.column;
+            i += line_break;
+            continue;
         }
+        /* columns count characters, as libyaml's marks do: UTF-8 continuation bytes add none */
+        if (((unsigned char)yaml[i] & 0xC0) != 0x80)
+            ++mark.column;
+        ++i;
     }
     return mark;
 }
@@ -245,6 +265,14 @@ int rl_cfg_load_document(rl_cfg_errors_t *errors, const char *yaml, size_t len, 
     int ret = RL_ERR_CONFIG;
     yaml_parser_t parser;
     memset(doc, 0, sizeof(*doc));
+    /* libyaml would read UTF-16 too, but report_syntax's positions count UTF-8 bytes; and a
+     * configuration is text an operator edits, which on this platform is UTF-8 */
+    if (len >= 2 && (memcmp(yaml, "\xFF\xFE", 2) == 0 || memcmp(yaml, "\xFE\xFF", 2) == 0)) {
+        rl_cfg_error(errors, (yaml_mark_t){0}, NULL,
+                     "the file is UTF-16 (it starts with a UTF-16 byte order mark); "
+                     "write it as UTF-8");
+        return RL_ERR_CONFIG;
+    }
     bool buildable = scan_events(errors, yaml, len);
     if (errors->nomem)
         return RL_ERR_NOMEM;

@@ -351,12 +351,25 @@ static void test_nesting_deeper_than_16_levels_is_refused(void **state)
 static void test_invalid_utf8_is_a_syntax_error_with_position(void **state)
 {
     (void)state;
+    char *errors;
     assert_single_error("threads: 1\nlog_level: \xff\n", "conf/t.yaml:2:12: YAML syntax error:");
     /* columns count characters, as libyaml's own marks and editors do: "é" is one column */
     assert_single_error("threads: 1\nlog_level: \"\xc3\xa9\xc3\xa9\xff\"\n", "conf/t.yaml:2:15: YAML syntax error:");
     /* nor does a byte order mark, which libyaml's marks skip too */
     assert_single_error("\xef\xbb\xbfthreads: 1\x01\n", "conf/t.yaml:1:11: YAML syntax error:");
-    char *errors;
+    /* lines end where libyaml's do: CR LF, a lone CR, NEL and LS each end one */
+    assert_single_error("limits:\r  default: 5\r  foo: \"\x01\"\r", "conf/t.yaml:3:9: YAML syntax error:");
+    assert_single_error("a: 1\r\nb: \"\x01\"\r\n", "conf/t.yaml:2:5: YAML syntax error:");
+    assert_single_error("limits:\n  default: 5\xc2\x85  foo: \"\x01\"\n", "conf/t.yaml:3:9: YAML syntax error:");
+    assert_single_error("a: 1\xe2\x80\xa8"
+                        "b: \"x\x01\"\n",
+                        "conf/t.yaml:2:6: YAML syntax error:");
+    /* UTF-16, which libyaml would read but positions could not be given for, is refused at once */
+    const char utf16[] = "\xff\xfet\0:\0 \0x\0";
+    assert_null(rl_config_parse("conf/t.yaml", utf16, sizeof(utf16) - 1, &errors));
+    assert_has_error(errors, "conf/t.yaml:1:1: the file is UTF-16");
+    assert_int_equal(count_lines(errors), 1);
+    free(errors);
     const char yaml[] = "threads: 1\0\n";
     assert_null(rl_config_parse("conf/t.yaml", yaml, sizeof(yaml) - 1, &errors));
     assert_has_error(errors, "conf/t.yaml:1:11: YAML syntax error:");
