@@ -12,15 +12,10 @@
 #include "ratelimitd/http_reply.h"
 #include "ratelimitd/server.h"
 
-static int path_is(const h2o_req_t *req, const char *path, size_t len)
-{
-    return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, len);
-}
-
 /* Common checks of the admin endpoints. Returns 1 when the request was answered. */
 static int answered_early(h2o_req_t *req, const char *path, size_t len)
 {
-    if (!path_is(req, path, len)) {
+    if (!rl_request_path_is(req, path, len)) {
         rl_reply_error(req, 404, "Not Found", "not found");
         return 1;
     }

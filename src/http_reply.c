@@ -53,3 +53,11 @@ int rl_request_method_is(const h2o_req_t *req, int allow_post)
            h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")) ||
            (allow_post && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")));
 }
+
+int rl_request_path_is(const h2o_req_t *req, const char *path, size_t len)
+{
+    /* h2o's normalisation puts a "/" before a target that lacks one ("GET limit"), which is no
+     * origin-form target; such a target, like an absolute-form one, names no path of ours */
+    return req->input.path.len != 0 && req->input.path.base[0] == '/' &&
+           h2o_memis(req->path_normalized.base, req->path_normalized.len, path, len);
+}

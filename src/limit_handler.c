@@ -9,6 +9,7 @@
  * pointing at freed memory.
  */
 #include <assert.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -190,13 +191,28 @@ static size_t header_bytes(const h2o_req_t *req)
  * 9110, 5.5), and h2o 2.2.5's parser strips only the leading side: a gateway that pads the value
  * would otherwise get 400 for a valid key. HTTP/2 forbids that whitespace altogether (RFC 9113,
  * 8.2.1), so there it stays and the key is refused as invalid. */
+static bool ends_in_whitespace(h2o_iovec_t value)
+{
+    return value.len != 0 && (value.base[value.len - 1] == ' ' || value.base[value.len - 1] == '\t');
+}
+
+/*
+ * Whether the header fields were sent as HTTP/1.1, where whitespace may pad a value: every HTTP/1.x
+ * request, and the one an h2c Upgrade turns into HTTP/2's stream 1, which keeps its HTTP2-Settings
+ * field (h2o refuses that field in a header block sent over HTTP/2 itself).
+ */
+static bool sent_as_http1(const h2o_req_t *req)
+{
+    return req->version < 0x200 || h2o_find_header(&req->headers, H2O_TOKEN_HTTP2_SETTINGS, -1) != -1;
+}
+
 static h2o_iovec_t key_value(const h2o_req_t *req, ssize_t at)
 {
     if (at == -1)
         return h2o_iovec_init(NULL, 0);
     h2o_iovec_t value = req->headers.entries[at].value;
-    if (req->version < 0x200)
-        while (value.len != 0 && (value.base[value.len - 1] == ' ' || value.base[value.len - 1] == '\t'))
+    if (ends_in_whitespace(value) && sent_as_http1(req))
+        while (ends_in_whitespace(value))
             --value.len;
     return value;
 }
@@ -261,7 +277,7 @@ static int on_limit(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
     rl_worker_t *worker = rl_worker_of(req);
-    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/limit"))) {
+    if (!rl_request_path_is(req, H2O_STRLIT("/limit"))) {
         rl_reply_error(req, 404, "Not Found", "not found");
         return 0;
     }

@@ -18,5 +18,7 @@ void rl_reply_error(h2o_req_t *req, int status, const char *reason, const char *
 void rl_reply_method_not_allowed(h2o_req_t *req, const char *allow);
 /* True when the request method is one of "GET", "HEAD" or, if allow_post, "POST". */
 int rl_request_method_is(const h2o_req_t *req, int allow_post);
+/* True when the request target is in origin form ("/..." as sent) and its normalised path is `path`. */
+int rl_request_path_is(const h2o_req_t *req, const char *path, size_t len);
 
 #endif

@@ -102,6 +102,32 @@ class Http2Test(h.RLTestCase):
         if len(set(re.findall(r'"window":(\d+)', r))) == 1:
             self.assertEqual(re.findall(r'"remaining":(\d+)', r), ["7", "6", "5", "4"], r[:800])
 
+    def test_padded_key_is_trimmed_when_sent_as_http11_and_refused_over_http2(self):
+        """README, HTTP API: whitespace around the key is trimmed where HTTP/1.1 allows it, which
+        includes the request an h2c Upgrade carries over as stream 1; HTTP/2's own header blocks
+        forbid it (400)."""
+        for _ in range(4):
+            key = "upgrade-pad-" + uuid.uuid4().hex
+            h.wait_fresh_second(0.1)
+            r = h.curl(["--http2", "-i", "-H", "X-API-Key: %s \t" % key,
+                        "http://127.0.0.1:%d/limit" % self.port]).stdout
+            self.assertIn("101 Switching Protocols", r)
+            self.assertEqual(re.findall(r"HTTP/[0-9.]+ (\d{3})", r), ["101", "200"], r[:800])
+            after = self.d.client()
+            try:
+                a = after.limit(key)
+            finally:
+                after.close()
+            if re.findall(r'"window":(\d+)', r) == [str(a.json["window"])]:
+                self.assertEqual(a.json["remaining"], 8, r[:800])
+                break
+        else:
+            self.fail("could not fit 2 requests into one window")
+        out = h.run_cmd(["nghttp", "-v", "-H", "X-API-Key: h2-pad-%s " % uuid.uuid4().hex,
+                         "http://127.0.0.1:%d/limit" % self.port], timeout=15)
+        self.assertEqual(out.returncode, 0, out.stdout[-2000:] + out.stderr)
+        self.assertIn(":status: 400", out.stdout, out.stdout[-2000:])
+
     def test_cleartext_port_still_speaks_http11(self):
         c = self.d.client()
         try:

@@ -291,6 +291,13 @@ class LimitApiTest(h.RLTestCase):
                 self.assertIn("GET", allow, "%s %s: %r" % (method, path, r))
                 self.assertIn("HEAD", allow, "%s %s: %r" % (method, path, r))
         self.assertEqual(self.c.request("POST", "/nope").status, 404)
+        # a target without its leading "/" is no path of ours, though h2o's normalisation adds one
+        before = self.d.metrics().sum("ratelimitd_requests_total")
+        for target in (b"limit", b"healthz", b"metrics"):
+            buf, _ = h.raw_exchange(self.d.port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nX-API-Key: " +
+                                    unique().encode() + b"\r\nConnection: close\r\n\r\n")
+            self.assertEqual(h.parse_raw_status(buf), 404, "%r: %r" % (target, buf[:300]))
+        self.assertEqual(self.d.metrics().sum("ratelimitd_requests_total"), before)
         # still serving on the same connection
         self.assertEqual(self.c.limit(unique()).status, 200)
 
