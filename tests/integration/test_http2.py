@@ -128,6 +128,27 @@ class Http2Test(h.RLTestCase):
         self.assertEqual(out.returncode, 0, out.stdout[-2000:] + out.stderr)
         self.assertIn(":status: 400", out.stdout, out.stdout[-2000:])
 
+    def test_a_key_in_a_trailer_is_charged_only_where_the_readme_says(self):
+        """README, HTTP API: HTTP/1.1 ignores trailers (401); h2o 2.2.5 merges HTTP/2 request
+        trailers into the header fields, so a key there is charged, and a key in both is two keys.
+        If an h2o upgrade changes this, the README's row must change with it."""
+        body = os.path.join(self.tmpdir, "trailer-body")
+        with open(body, "w") as f:
+            f.write("x")
+        key = "trailer-" + uuid.uuid4().hex
+        out = h.run_cmd(["nghttp", "-v", "-d", body, "--trailer", "x-api-key: " + key,
+                         "http://127.0.0.1:%d/limit" % self.port], timeout=15)
+        self.assertEqual(out.returncode, 0, out.stdout[-2000:] + out.stderr)
+        self.assertIn(":status: 200", out.stdout, out.stdout[-2000:])
+        out = h.run_cmd(["nghttp", "-v", "-d", body, "-H", "x-api-key: " + key, "--trailer", "x-api-key: " + key,
+                         "http://127.0.0.1:%d/limit" % self.port], timeout=15)
+        self.assertIn(":status: 400", out.stdout, out.stdout[-2000:])
+        self.assertIn("more than one API key", out.stdout, out.stdout[-2000:])
+        req = (b"POST /limit HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-API-Key\r\n"
+               b"Connection: close\r\n\r\n1\r\nx\r\n0\r\nX-API-Key: " + key.encode() + b"\r\n\r\n")
+        buf, _ = h.raw_exchange(self.port, req)
+        self.assertEqual(h.parse_raw_status(buf), 401, buf[:300])
+
     def test_cleartext_port_still_speaks_http11(self):
         c = self.d.client()
         try:
