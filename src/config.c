@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "ratelimitd/apikey.h"
@@ -453,7 +454,10 @@ static void set_servers(rl_cfg_parser_t *parser, const yaml_node_t *node, const 
         /* counted first, so rl_config_destroy frees it whatever happens next */
         ++config->backend.num_servers;
         for (size_t j = 0; server->name != NULL && j + 1 < config->backend.num_servers; ++j) {
-            if (config->backend.servers[j].name != NULL && strcmp(config->backend.servers[j].name, server->name) == 0) {
+            /* host names are case-insensitive: "A:1" and "a:1" are one server that would get two
+             * shares of the ring */
+            if (config->backend.servers[j].name != NULL &&
+                strcasecmp(config->backend.servers[j].name, server->name) == 0) {
                 rl_cfg_error(&parser->errors, item->start_mark, &at, "duplicate server %s", server->name);
                 break;
             }

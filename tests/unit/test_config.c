@@ -517,6 +517,8 @@ static void test_bad_server_entries_are_rejected(void **state)
     }
     assert_single_error("backend: {type: memcached, servers: [\"a:1\", \"b:1\", \"a:1:2\"]}\n",
                         "conf/t.yaml:1:52: backend.servers[2]: duplicate server a:1");
+    assert_single_error("backend: {type: memcached, servers: [\"cache-A:1\", \"Cache-a:1\"]}\n",
+                        "conf/t.yaml:1:51: backend.servers[1]: duplicate server Cache-a:1");
 }
 
 /* Writes a memcached backend of `n` servers 10.0.0.1:1 .. 10.0.0.1:n into `yaml`. */
