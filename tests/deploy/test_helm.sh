@@ -198,13 +198,29 @@ for set in default production; do
     line=$(grep '  ok   memory: ' "$r/$set.val" || true)
     [[ -n $line ]] && pass "$set: ${line#*ok   }" || { failed "$set: memory rule"; grep 'memory' "$r/$set.val" || true; }
 done
-for args in "--set config.server.max_connections=2300" "--set resources.limits.memory=512Mi"; do
+for args in "--set config.server.max_connections=2300" "--set resources.limits.memory=512Mi" \
+    "-f $ci/local-backend-values.yaml --set config.backend.local_max_keys=8000000"; do
     # shellcheck disable=SC2086  # word splitting of the helm arguments is intended
     H template rl "$chart" --namespace rl-ci $args >"$work/mem.yaml" 2>&1 || true
     node "$validator" "$work/mem.yaml" >"$work/mem.val" 2>&1 || true
     grep -q 'FAIL memory: ' "$work/mem.val" && pass "the memory rule catches $args alone" ||
         { failed "the memory rule missed $args"; grep memory "$work/mem.val" || true; }
 done
+
+echo "== memcached's arguments and memory limit"
+# Helm prints a large number from a values file as 1e+06, which memcached reads as 1.
+printf 'memcached:\n  maxConnections: 1000000\n  requestsPerEvent: 1000000\n' >"$work/big-mc.yaml"
+H template rl "$chart" --namespace rl-ci -f "$work/big-mc.yaml" >"$work/big-mc.out" 2>&1 || true
+if grep -q '"1000000"' "$work/big-mc.out" && ! grep -q 'e+0' "$work/big-mc.out"; then
+    pass "memcached -c and -R render 1000000 as an integer"
+else
+    failed "memcached arguments in exponent form"; grep -n -e '"-c"' -e '"-R"' -A1 "$work/big-mc.out" || true
+fi
+# The hash table (8 bytes x 2^hashPower) is outside memcached's -m: 256 + 64 + 32 + 128 MiB at 24.
+H template rl "$chart" --namespace rl-ci --set memcached.hashPower=24 >"$work/hp.out" 2>&1 || true
+limit=$(sed -n '/- name: memcached$/,/securityContext:/p' "$work/hp.out" | grep -A1 'limits:' | grep -o 'memory: [0-9]*Mi' || true)
+[[ $limit == "memory: 480Mi" ]] && pass "memcached's memory limit holds its hash table at hashPower 24 ($limit)" ||
+    failed "memcached's memory limit at hashPower 24: '$limit', want 480Mi"
 
 echo "== a long release name"
 # Helm allows 53 characters; the memcached StatefulSet must stay <= 52 or it never gets pods.
