@@ -150,9 +150,10 @@ void rl_limits_release(rl_limits_t *limits)
 {
     if (limits == NULL)
         return;
-    /* release/acquire: every thread's last reads of the table happen before the free */
-    if (atomic_fetch_sub_explicit(&limits->refs, 1, memory_order_release) == 1) {
-        atomic_thread_fence(memory_order_acquire);
+    /* release/acquire: every thread's last reads of the table happen before the free. acq_rel on
+     * the decrement rather than an acquire fence after it: the same ordering (and no extra cost on
+     * x86, where the decrement is a full barrier), but one ThreadSanitizer can see, so a TSan build
+     * does not report every reload as a race. */
+    if (atomic_fetch_sub_explicit(&limits->refs, 1, memory_order_acq_rel) == 1)
         destroy(limits);
-    }
 }

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,9 @@ struct st_rl_resolver_t {
     h2o_multithread_receiver_t receiver;
     h2o_multithread_queue_t *queue;
     size_t in_flight; /* lookups whose answer has not been received yet (loop thread only) */
+    /* lookup threads that may still touch the queue: h2o_multithread_send_message writes to the
+     * queue's pipe after it has linked the message, which the loop thread may already have taken */
+    _Atomic size_t running;
 };
 
 struct st_rl_lookup_t {
@@ -58,8 +62,12 @@ int rl_resolve(const char *host, uint16_t port, struct addrinfo **res)
 static void *lookup_main(void *arg)
 {
     rl_lookup_t *lookup = arg;
+    /* read before posting: once posted, the loop thread may free the lookup */
+    rl_resolver_t *resolver = lookup->resolver;
     lookup->gai_err = rl_resolve(lookup->host, lookup->port, &lookup->res);
-    h2o_multithread_send_message(&lookup->resolver->receiver, &lookup->super);
+    h2o_multithread_send_message(&resolver->receiver, &lookup->super);
+    /* the thread's last touch of the resolver: after it, rl_resolver_dispose may free it */
+    atomic_fetch_sub_explicit(&resolver->running, 1, memory_order_release);
     return NULL;
 }
 
@@ -114,8 +122,10 @@ rl_lookup_t *rl_resolver_lookup(rl_resolver_t *resolver, const char *host, uint1
     lookup->cb = cb;
     lookup->cbdata = cbdata;
     lookup->port = port;
+    atomic_fetch_add_explicit(&resolver->running, 1, memory_order_relaxed);
     int ret = start_detached(lookup);
     if (ret != 0) {
+        atomic_fetch_sub_explicit(&resolver->running, 1, memory_order_relaxed);
         free_lookup(lookup);
         errno = ret;
         return NULL;
@@ -133,7 +143,7 @@ void rl_resolver_dispose(rl_resolver_t *resolver)
 {
     if (resolver == NULL)
         return;
-    if (resolver->in_flight != 0) {
+    if (resolver->in_flight != 0 || atomic_load_explicit(&resolver->running, memory_order_acquire) != 0) {
         rl_log_debug("memcached", "a host name lookup was still in flight: its answer queue is left to the process");
         return;
     }

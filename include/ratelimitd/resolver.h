@@ -35,8 +35,8 @@ rl_lookup_t *rl_resolver_lookup(rl_resolver_t *resolver, const char *host, uint1
 void rl_lookup_cancel(rl_lookup_t *lookup);
 /*
  * Loop thread. A lookup still running will post its answer into the resolver's queue: the queue
- * must outlive that thread, so while any is in flight the resolver is left to the process (at
- * exit, a few hundred bytes) instead of freed.
+ * must outlive that thread, so while any is in flight, or has posted but not yet returned from
+ * posting, the resolver is left to the process (at exit, a few hundred bytes) instead of freed.
  */
 void rl_resolver_dispose(rl_resolver_t *resolver);
 

@@ -131,7 +131,7 @@ ASAN_QUARANTINE_KB = 256 * 1024
 
 # What a sanitizer build prints to stderr when it finds a memory error, a leak at exit or
 # undefined behaviour.
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
 
 
 def source_dir():
