@@ -187,10 +187,6 @@ static size_t header_bytes(const h2o_req_t *req)
     return total;
 }
 
-/* The key header's value. Over HTTP/1.x, whitespace around a field value is not part of it (RFC
- * 9110, 5.5), and h2o 2.2.5's parser strips only the leading side: a gateway that pads the value
- * would otherwise get 400 for a valid key. HTTP/2 forbids that whitespace altogether (RFC 9113,
- * 8.2.1), so there it stays and the key is refused as invalid. */
 static bool ends_in_whitespace(h2o_iovec_t value)
 {
     return value.len != 0 && (value.base[value.len - 1] == ' ' || value.base[value.len - 1] == '\t');
@@ -206,6 +202,10 @@ static bool sent_as_http1(const h2o_req_t *req)
     return req->version < 0x200 || h2o_find_header(&req->headers, H2O_TOKEN_HTTP2_SETTINGS, -1) != -1;
 }
 
+/* The key header's value. Over HTTP/1.x, whitespace around a field value is not part of it (RFC
+ * 9110, 5.5), and h2o 2.2.5's parser strips only the leading side: a gateway that pads the value
+ * would otherwise get 400 for a valid key. HTTP/2 header blocks forbid that whitespace altogether
+ * (RFC 9113, 8.2.1), so there it stays and the key is refused as invalid. */
 static h2o_iovec_t key_value(const h2o_req_t *req, ssize_t at)
 {
     if (at == -1)
