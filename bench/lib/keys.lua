@@ -3,7 +3,10 @@
 -- THREADS) so threads do not send the same key at the same time; the rotation within a
 -- thread is shared by that thread's connections (wrk's Lua API has no per-connection state),
 -- so consecutive requests of a thread, whichever connection sends them, use consecutive keys.
---   wrk -t1 -c64 -d10s -s bench/lib/keys.lua http://127.0.0.1:PORT/limit -- NKEYS THREADS [RATE]
+--   wrk -t1 -c64 -d10s -s bench/lib/keys.lua http://127.0.0.1:PORT/limit -- NKEYS THREADS [RATE [PREFIX]]
+-- PREFIX (default "k"): the keys' first letters. bench/run's warm-up uses its own, so that the
+-- measured run that follows it does not start on keys the warm-up has just sent (nginx's leaky
+-- bucket would answer those 429 and the others would not).
 -- RATE (optional, requests per second for the whole wrk run): paced load for bench/soak. Each
 -- thread hands out send times RATE/THREADS per second apart (monotonic clock through LuaJIT's
 -- ffi); a connection waits for its slot in delay(). A thread that falls behind (late timers,
@@ -12,7 +15,7 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(dir .. "status.lua")
 
-local nkeys, nthreads, rate = 100000, 1, nil
+local nkeys, nthreads, rate, prefix = 100000, 1, nil, "k"
 local i = 0
 local head, tail
 
@@ -20,11 +23,13 @@ function init(args)
    nkeys = tonumber(args[1]) or nkeys
    nthreads = tonumber(args[2]) or nthreads
    rate = tonumber(args[3])
+   prefix = args[4] or prefix
    i = math.floor((id or 0) * nkeys / nthreads)
    -- Build the request once around a placeholder; each request only concatenates the key.
    local req = wrk.format("GET", wrk.path, { ["X-API-Key"] = "\1" })
    head, tail = req:match("^(.-)\1(.*)$")
    if rate and rate > 0 then
+      count_statuses() -- paced: the client has time to spare for it (status.lua)
       -- defined only when pacing, so that the unpaced benchmark pays nothing for it
       local ffi = require("ffi")
       pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } rl_bench_ts_t;"
@@ -52,7 +57,7 @@ function init(args)
 end
 
 function request()
-   local r = head .. "k" .. i .. tail
+   local r = head .. prefix .. i .. tail
    i = i + 1
    if i >= nkeys then i = 0 end
    return r
