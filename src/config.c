@@ -470,15 +470,9 @@ static int compare_tier_names(const void *a, const void *b)
     return strcmp((*(const rl_tier_config_t *const *)a)->name, (*(const rl_tier_config_t *const *)b)->name);
 }
 
-/* Orders scalar nodes by their bytes (a quoted YAML name may hold a NUL byte). */
 static int compare_written_names(const void *a, const void *b)
 {
-    const yaml_node_t *x = *(const yaml_node_t *const *)a, *y = *(const yaml_node_t *const *)b;
-    size_t xl = x->data.scalar.length, yl = y->data.scalar.length;
-    int c = memcmp(x->data.scalar.value, y->data.scalar.value, xl < yl ? xl : yl);
-    if (c != 0 || xl == yl)
-        return c;
-    return xl < yl ? -1 : 1;
+    return rl_cfg_compare_scalars(*(const yaml_node_t *const *)a, *(const yaml_node_t *const *)b);
 }
 
 /*

@@ -433,7 +433,7 @@ typedef struct st_rl_cfg_key_ref_t {
     size_t pair;
 } rl_cfg_key_ref_t;
 
-static int compare_bytes(const yaml_node_t *x, const yaml_node_t *y)
+int rl_cfg_compare_scalars(const yaml_node_t *x, const yaml_node_t *y)
 {
     size_t xl = x->data.scalar.length, yl = y->data.scalar.length;
     int c = memcmp(x->data.scalar.value, y->data.scalar.value, xl < yl ? xl : yl);
@@ -445,7 +445,7 @@ static int compare_bytes(const yaml_node_t *x, const yaml_node_t *y)
 static int compare_keys(const void *a, const void *b)
 {
     const rl_cfg_key_ref_t *x = a, *y = b;
-    int c = compare_bytes(x->node, y->node);
+    int c = rl_cfg_compare_scalars(x->node, y->node);
     if (c != 0)
         return c;
     /* equal keys stay in document order, so the first of a run is the original */
@@ -487,7 +487,7 @@ int rl_cfg_check_keys(rl_cfg_errors_t *errors, yaml_document_t *doc, const yaml_
     }
     qsort(refs, num_refs, sizeof(*refs), compare_keys);
     for (size_t i = 1, run = 0; i < num_refs; ++i) {
-        if (compare_bytes(refs[i].node, refs[run].node) != 0) {
+        if (rl_cfg_compare_scalars(refs[i].node, refs[run].node) != 0) {
             run = i;
             continue;
         }

@@ -127,6 +127,8 @@ char *rl_cfg_copy_bytes(rl_cfg_parser_t *parser, const void *bytes, size_t len);
 size_t rl_cfg_count_items(const yaml_node_t *node);
 /* The value of the first `name` key in `mapping` (the one the build applied), or NULL. */
 const yaml_node_t *rl_cfg_find_value(rl_cfg_parser_t *parser, const yaml_node_t *mapping, const char *name);
+/* Orders two scalar nodes by their bytes (memcmp, then length); a quoted scalar may hold a NUL. */
+int rl_cfg_compare_scalars(const yaml_node_t *x, const yaml_node_t *y);
 /* Stores every row's default into `base`, descending into sections. */
 void rl_cfg_apply_defaults(rl_cfg_parser_t *parser, const rl_cfg_directive_t *table, void *base);
 /*
