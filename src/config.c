@@ -719,17 +719,23 @@ static int read_file(const char *path, char **out, size_t *out_len)
     char *text = NULL;
     size_t len = 0, cap = 0;
     for (;;) {
-        if (cap - len < 4096) {
-            if (cap >= RL_CONFIG_MAX_FILE_BYTES) {
+        if (len == cap) {
+            /* room for one byte past the limit: reading it is how a file one byte too large is
+             * told from one exactly at the limit */
+            if (cap > RL_CONFIG_MAX_FILE_BYTES) {
                 err = EFBIG;
                 break;
             }
-            char *grown = realloc(text, cap = cap != 0 ? cap * 2 : 8192);
+            size_t want = cap != 0 ? cap * 2 : 8192;
+            if (want > RL_CONFIG_MAX_FILE_BYTES + 1)
+                want = RL_CONFIG_MAX_FILE_BYTES + 1;
+            char *grown = realloc(text, want);
             if (grown == NULL) {
                 err = ENOMEM;
                 break;
             }
             text = grown;
+            cap = want;
         }
         ssize_t n = read(fd, text + len, cap - len);
         if (n < 0 && errno == EINTR)

@@ -100,6 +100,14 @@ grep -q 'rl-ratelimitd-memcached-2\.rl-ci\.svc\.cluster\.local:11211' "$r/defaul
     pass "default: memcached nodes by per-pod ClusterIP Service names" || failed "default: memcached names"
 grep -q 'terminationGracePeriodSeconds: 15$' "$r/default.yaml" &&
     pass "default: terminationGracePeriodSeconds 15 = preStop 5 + shutdown_grace_ms 5000 + 5" || failed "default: grace period"
+# 0 is a valid drain time, not "unset" (Helm's `default` would take it for 5000)
+H template rl "$chart" --set config.shutdown_grace_ms=0 2>&1 |
+    awk '/^---/ { d = 0 } /^kind: Deployment$/ { d = 1 } d && /terminationGracePeriodSeconds:/ { print $2 }' |
+    grep -qx 10 &&
+    pass "shutdown_grace_ms 0: terminationGracePeriodSeconds 10 = preStop 5 + 0 + 5" || failed "shutdown_grace_ms 0: grace period"
+H template rl "$chart" --set config.shutdown_grace_ms=0 --set terminationGracePeriodSeconds=6 >/dev/null 2>&1 &&
+    pass "accepted: shutdown_grace_ms 0 with terminationGracePeriodSeconds 6 > preStop 5" ||
+    failed "refused: shutdown_grace_ms 0 with terminationGracePeriodSeconds 6"
 # holders FILE STRING -> "Kind/name" of every ConfigMap or Secret whose data mentions STRING
 holders() {
     node --input-type=module - "$1" "$2" <<'JS'

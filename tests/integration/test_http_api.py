@@ -487,6 +487,24 @@ class CommandLineTest(h.RLTestCase):
         self.assertEqual(r.returncode, 2, r)
         self.assertIn("does-not-exist.yaml", r.stdout + r.stderr)
 
+    def test_config_file_of_exactly_64_mib_is_read_and_one_byte_more_is_refused(self):
+        """README: the file is at most 64 MiB. A 64 MiB file, padded by a comment, is checked ok;
+        one byte more is refused, naming the file."""
+        limit = 64 << 20
+        head = b"limits:\n  default: 10\n#"
+        for size, ok in ((limit, True), (limit + 1, False)):
+            path = os.path.join(self.tmpdir, "big-%d.yaml" % size)
+            with open(path, "wb") as f:
+                f.write(head + b"x" * (size - len(head) - 1) + b"\n")
+            self.assertEqual(os.path.getsize(path), size)
+            r = self.run_bin("--check-config", "-c", path, timeout=60)
+            os.unlink(path)
+            if ok:
+                self.assertEqual((r.returncode, r.stdout.strip()), (0, "ok"), r)
+            else:
+                self.assertEqual(r.returncode, 2, r)
+                self.assertIn("%s: File too large" % path, r.stdout + r.stderr)
+
     def test_run_with_bad_config_exits_nonzero_without_listening(self):
         port = h.free_port()
         path = os.path.join(self.tmpdir, "bad-run.yaml")

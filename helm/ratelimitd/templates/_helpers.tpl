@@ -202,10 +202,21 @@ app.kubernetes.io/component: memcached
 {{- end -}}
 {{- end -}}
 {{- if .Values.terminationGracePeriodSeconds -}}
-{{- $needMs := add (mul (int .Values.preStopSleepSeconds) 1000) (int (default 5000 .Values.config.shutdown_grace_ms)) -}}
+{{- $needMs := add (mul (int .Values.preStopSleepSeconds) 1000) (int (include "ratelimitd.shutdownGraceMs" .)) -}}
 {{- if le (mul (int .Values.terminationGracePeriodSeconds) 1000) $needMs -}}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + shutdown_grace_ms (%d ms), or the kubelet kills in-flight requests" (int .Values.terminationGracePeriodSeconds) $needMs) -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The daemon's drain time: config.shutdown_grace_ms, or the daemon's default when it is not
+set. Not `default`, which takes 0 (a valid value: drain nothing) for unset. */}}
+{{- define "ratelimitd.shutdownGraceMs" -}}
+{{- $config := .Values.config | default dict -}}
+{{- if and (hasKey $config "shutdown_grace_ms") (not (kindIs "invalid" $config.shutdown_grace_ms)) -}}
+{{- int $config.shutdown_grace_ms -}}
+{{- else -}}
+5000
 {{- end -}}
 {{- end -}}
 
@@ -214,7 +225,7 @@ app.kubernetes.io/component: memcached
 {{- if .Values.terminationGracePeriodSeconds -}}
 {{- int .Values.terminationGracePeriodSeconds -}}
 {{- else -}}
-{{- $graceMs := int (default 5000 .Values.config.shutdown_grace_ms) -}}
+{{- $graceMs := int (include "ratelimitd.shutdownGraceMs" .) -}}
 {{- add (int .Values.preStopSleepSeconds) (div (add $graceMs 999) 1000) 5 -}}
 {{- end -}}
 {{- end -}}
