@@ -23,6 +23,10 @@ static int answered_early(h2o_req_t *req, const char *path, size_t len)
         rl_reply_method_not_allowed(req, "GET, HEAD");
         return 1;
     }
+    if (rl_request_lacks_host(req)) {
+        rl_reply_error(req, 400, "Bad Request", "missing Host header");
+        return 1;
+    }
     return 0;
 }
 

@@ -54,6 +54,16 @@ int rl_request_method_is(const h2o_req_t *req, int allow_post)
            (allow_post && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")));
 }
 
+int rl_request_lacks_host(const h2o_req_t *req)
+{
+    /* h2o 2.2.5 moves Host into input.authority and, when there is none, points input.authority
+     * at the host config's own name: that pointer is how a missing Host shows. HTTP/1.0 predates
+     * Host, and HTTP/2 (stream 1 of an h2c Upgrade included, version 2.0 once upgraded) names the
+     * authority its own way. A second Host line is not caught: h2o keeps the last one and does
+     * not say there were two. */
+    return req->version == 0x101 && req->input.authority.base == req->hostconf->authority.hostport.base;
+}
+
 int rl_request_path_is(const h2o_req_t *req, const char *path, size_t len)
 {
     /* h2o's normalisation puts a "/" before a target that lacks one ("GET limit"), which is no

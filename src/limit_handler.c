@@ -224,6 +224,11 @@ static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_
         rl_reply_method_not_allowed(req, "GET, POST, HEAD");
         return true;
     }
+    if (rl_request_lacks_host(req)) {
+        count(worker, RL_OUTCOME_BAD_REQUEST);
+        rl_reply_error(req, 400, "Bad Request", "missing Host header");
+        return true;
+    }
     if (header_bytes(req) > worker->config->server.max_header_bytes) {
         count(worker, RL_OUTCOME_BAD_REQUEST);
         rl_reply_error(req, 431, "Request Header Fields Too Large", "request headers too large");
@@ -242,10 +247,16 @@ static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_
     switch (rl_apikey_validate(key->base, key->len)) {
     case RL_OK:
         return false;
-    case RL_ERR_KEY_MISSING:
+    case RL_ERR_KEY_MISSING: {
         count(worker, RL_OUTCOME_UNAUTHORIZED);
+        /* RFC 9110 (15.5.2): a 401 names how to authenticate; no scheme is registered for API
+         * keys, so this one says which header carries it */
+        h2o_iovec_t challenge = h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("ApiKey header=\"")),
+                                           worker->api_key_header, h2o_iovec_init(H2O_STRLIT("\"")));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, challenge.base, challenge.len);
         rl_reply_error(req, 401, "Unauthorized", "missing API key");
         return true;
+    }
     default:
         count(worker, RL_OUTCOME_BAD_REQUEST);
         rl_reply_error(req, 400, "Bad Request", "invalid API key");

@@ -20,5 +20,7 @@ void rl_reply_method_not_allowed(h2o_req_t *req, const char *allow);
 int rl_request_method_is(const h2o_req_t *req, int allow_post);
 /* True when the request target is in origin form ("/..." as sent) and its normalised path is `path`. */
 int rl_request_path_is(const h2o_req_t *req, const char *path, size_t len);
+/* True for an HTTP/1.1 request without a Host header, which RFC 9112 (3.2) says to answer 400. */
+int rl_request_lacks_host(const h2o_req_t *req);
 
 #endif

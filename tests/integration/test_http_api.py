@@ -177,9 +177,10 @@ class LimitApiTest(h.RLTestCase):
         self.assertTrue(body["error"])
 
     def test_missing_or_empty_key_is_401(self):
-        self.assertErrorJson(self.c.limit(None), 401)
-        self.assertErrorJson(self.c.limit(""), 401)
-        self.assertErrorJson(self.c.limit(None, "POST"), 401)
+        for r in (self.c.limit(None), self.c.limit(""), self.c.limit(None, "POST")):
+            self.assertErrorJson(r, 401)
+            # RFC 9110 15.5.2: a 401 says how to authenticate
+            self.assertEqual(r.header("WWW-Authenticate"), 'ApiKey header="x-api-key"', r)
         # the connection is still usable afterwards
         self.assertEqual(self.c.limit(unique()).status, 200)
 
@@ -301,6 +302,19 @@ class LimitApiTest(h.RLTestCase):
         # still serving on the same connection
         self.assertEqual(self.c.limit(unique()).status, 200)
 
+    def test_http11_without_host_is_400_and_charges_nothing(self):
+        """RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400 (HTTP/1.0 has no Host:
+        test_http10_and_connection_close)."""
+        key = unique("nohost")
+        before = self.d.metrics().sum("ratelimitd_requests_total", decision="bad_request")
+        for path in (b"/limit", b"/healthz"):
+            buf, _ = h.raw_exchange(self.d.port, b"GET " + path + b" HTTP/1.1\r\nX-API-Key: " + key.encode() +
+                                    b"\r\nConnection: close\r\n\r\n", read_until_close=True)
+            self.assertEqual(h.parse_raw_status(buf), 400, buf[:300])
+            self.assertIn(b'{"error":"missing Host header"}', buf)
+        self.assertEqual(self.d.metrics().sum("ratelimitd_requests_total", decision="bad_request"), before + 1)
+        self.check_decision(self.c.limit(key), True, 10, 9)
+
     def test_http10_and_connection_close(self):
         key = unique("h10")
         buf, closed = h.raw_exchange(self.d.port, b"GET /limit HTTP/1.0\r\nX-API-Key: " + key.encode() + b"\r\n\r\n",
@@ -386,6 +400,7 @@ class ConfigVariantsTest(h.RLTestCase):
             self.assertEqual(r.json["remaining"], 8, r)
         r = c.limit("abc", header="X-API-Key")  # the default header is not consulted any more
         self.assertEqual(r.status, 401, r)
+        self.assertEqual(r.header("WWW-Authenticate"), 'ApiKey header="x-client-token"', r)
 
 
 def find_pos(text, line_contains, token):
