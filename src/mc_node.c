@@ -511,9 +511,18 @@ static void on_connect(h2o_socket_t *sock, const char *err)
     schedule_flush(node);
 }
 
+/* The connect deadline, like an op's, is a wall-clock timer in h2o 2.2.5: after a clock step
+ * forward it fires at once, and would fail the increments queued behind the connect before their
+ * own timeout_ms. So it too waits out the rest of its time on the monotonic clock. */
 static void on_connect_timeout(h2o_timeout_entry_t *entry)
 {
-    node_fail(H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, connect_entry, entry), RL_ERR_BACKEND_DOWN);
+    rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, connect_entry, entry);
+    rl_mc_thread_t *thread = node->thread;
+    if (rl_mc_now_usec() - node->connect_started_usec < thread->connect_timeout.timeout * 1000) {
+        h2o_timeout_link(thread->loop, &thread->recheck_timeout, &node->connect_entry);
+        return;
+    }
+    node_fail(node, RL_ERR_BACKEND_DOWN);
 }
 
 /* "192.0.2.1:11211" or "[2001:db8::1]:11211"; no DNS (numeric only). */
@@ -609,6 +618,7 @@ void rl_mc_node_connect(rl_mc_node_t *node)
     sock->data = node;
     node->sock = sock;
     node->state = RL_MC_NODE_CONNECTING;
+    node->connect_started_usec = rl_mc_now_usec();
     h2o_timeout_link(node->thread->loop, &node->thread->connect_timeout, &node->connect_entry);
 }
 

@@ -83,6 +83,7 @@ struct st_rl_mc_node_t {
     h2o_timeout_entry_t flush_entry;     /* in thread->flush_timeout while `out` waits */
     h2o_timeout_entry_t reconnect_entry; /* in a backoff or the retry timeout while CLOSED */
     h2o_timeout_entry_t connect_entry;   /* connect deadline while CONNECTING */
+    uint64_t connect_started_usec;       /* rl_mc_now_usec() when the connect began */
     uint32_t backoff_level;
     uint32_t consecutive_failures;
     bool streak_dropped;              /* a failure of the current streak closed the connection */

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include "store_memcached_fixture.h"
+#include "ratelimitd/mc_node.h"
 
 typedef enum {
     FAKE_GOOD = 0,
@@ -729,10 +730,57 @@ static void test_no_increment_times_out_before_timeout_ms(void **state)
     fixture_dispose(&f);
 }
 
+/* A listener whose accept queue (backlog 0: one connection) is full: Linux drops the SYN of any
+ * further connect, which stays in progress until the kernel retries a second later. */
+static int full_listener(uint16_t *port, int *filler)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(fd, 0), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    *filler = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(*filler, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    return fd;
+}
+
+/* README, Clock skew: after a step forward no request fails before timeout_ms. h2o 2.2.5 stamps a
+ * deadline with the wall clock, so a step of 10 s makes every deadline armed before it due at
+ * once; moving the connect deadline's stamp 10 s back is the same to the loop. */
+static void test_a_clock_step_forward_does_not_cut_a_connect_short(void **state)
+{
+    (void)state;
+    enum { TIMEOUT_MS = 50 };
+    uint16_t port;
+    int filler, listener = full_listener(&port, &filler);
+    fixture_t f;
+    fixture_init(&f, &port, 1);
+    f.config.backend.timeout_ms = TIMEOUT_MS;
+    f.config.backend.failure_limit = 1000;
+    fixture_start(&f, NULL);
+    rl_mc_node_t *node = &((rl_mc_thread_t *)f.thread)->nodes[0];
+    assert_int_equal(node->state, RL_MC_NODE_CONNECTING);
+    node->connect_entry.registered_at -= 10000;
+    timed_t t = {0};
+    incr_timed(&f, "rl:step:1", &t);
+    assert_true(run_until(f.loop, result_done, &t.result, 3000));
+    assert_int_equal(t.result.status, RL_ERR_BACKEND_TIMEOUT);
+    if (t.done_usec - t.issued_usec < TIMEOUT_MS * 1000)
+        fail_msg("failed after %llu us (timeout_ms %d)", (unsigned long long)(t.done_usec - t.issued_usec), TIMEOUT_MS);
+    /* the connect itself keeps its 1 s */
+    assert_int_equal(node->state, RL_MC_NODE_CONNECTING);
+    fixture_dispose(&f);
+    close(filler);
+    close(listener);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_clock_step_forward_does_not_cut_a_connect_short),
         cmocka_unit_test(test_garbage_reply_is_a_protocol_error_and_drops_the_connection),
         cmocka_unit_test(test_a_reply_with_another_requests_opaque_is_a_protocol_error),
         cmocka_unit_test(test_a_reply_without_an_opaque_is_a_protocol_error),
