@@ -25,6 +25,7 @@ typedef struct st_rl_decision_ctx_t {
     rl_store_op_t *op;
     h2o_socket_t *parked; /* the HTTP/1 client socket while the store has not answered */
     rl_limit_t limit;
+    uint64_t limits_generation; /* the worker's when `limit` was looked up */
     rl_window_t window;
     rl_keyhash_t hash;
 } rl_decision_ctx_t;
@@ -161,7 +162,9 @@ static void on_counted(void *cbdata, int status, uint64_t value)
         return;
     }
     rl_decision_t decision = rl_decide(value, ctx->limit.limit, &window);
-    if (!decision.allowed)
+    /* A reload while the store counted has emptied the deny cache for limits that may have been
+     * raised: a denial under the old limit answers this request but must not go back in. */
+    if (!decision.allowed && ctx->limits_generation == ctx->worker->limits_generation)
         rl_deny_cache_add(ctx->worker->deny_cache, &ctx->hash, window.window, rl_window_at(now_ms).window);
     count(ctx->worker, decision.allowed ? RL_OUTCOME_ALLOWED : RL_OUTCOME_LIMITED);
     send_decision(req, &ctx->limit, &window, &decision);
@@ -269,7 +272,12 @@ static void count_in_store(rl_worker_t *worker, h2o_req_t *req, const rl_limit_t
                            const rl_keyhash_t *hash)
 {
     rl_decision_ctx_t *ctx = h2o_mem_alloc_shared(&req->pool, sizeof(*ctx), on_decision_dispose);
-    *ctx = (rl_decision_ctx_t){.req = req, .worker = worker, .limit = *limit, .window = *window, .hash = *hash};
+    *ctx = (rl_decision_ctx_t){.req = req,
+                               .worker = worker,
+                               .limit = *limit,
+                               .limits_generation = worker->limits_generation,
+                               .window = *window,
+                               .hash = *hash};
     /* The tier name belongs to the limits in force now; a SIGHUP may free them before the store
      * answers, so the request keeps its own copy. */
     ctx->limit.policy = h2o_strdup(&req->pool, limit->policy, limit->policy_len).base;

@@ -586,6 +586,7 @@ static void adopt_limits(rl_worker_t *worker, rl_limits_t *limits)
     rl_limits_retain(limits);
     rl_limits_release(worker->limits);
     worker->limits = limits;
+    ++worker->limits_generation;
     /* a key whose limit was raised must not stay denied for the rest of the window */
     rl_deny_cache_clear(worker->deny_cache);
 }

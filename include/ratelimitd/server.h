@@ -37,7 +37,8 @@ typedef struct st_rl_worker_t {
     size_t num_listeners;
     rl_store_thread_t *store;
     rl_deny_cache_t *deny_cache;
-    rl_limits_t *limits; /* holds one reference */
+    rl_limits_t *limits;        /* holds one reference */
+    uint64_t limits_generation; /* counts the reloads this thread adopted */
     rl_metrics_thread_t *metrics;
     const rl_hash_secret_t *secret;
     h2o_iovec_t api_key_header; /* from config, lower-case */
