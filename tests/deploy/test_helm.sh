@@ -128,6 +128,16 @@ h=$(holders "$r/external-memcached.yaml" ci-external-secret | tr '\n' ' ')
 [[ $k == "Secret/rl-ratelimitd-config " && $h == "$k" ]] &&
     pass "external-memcached: API keys and key_hash_secret -> only in the Secret ($k)" ||
     failed "external-memcached: API key in [$k], key_hash_secret in [$h] (want only Secret/rl-ratelimitd-config)"
+k=$(holders "$r/external-memcached.yaml" ratelimitd-helm-test | tr '\n' ' ')
+# (the Secret's name, rl-ratelimitd-helm-test, contains the key's text: name lines are skipped)
+! grep -v 'name:' <(awk '/^kind: Pod$/,/^---/' "$r/external-memcached.yaml") | grep -q 'ratelimitd-helm-test' &&
+    [[ $k == "Secret/rl-ratelimitd-config Secret/rl-ratelimitd-helm-test " ]] &&
+    pass "external-memcached: tests.apiKey only in Secrets ($k), not in the test pod's spec" ||
+    failed "external-memcached: tests.apiKey in [$k] or in the test pod's spec"
+[[ $(grep -c "address: '::'" "$r/tls.ratelimitd.yaml") == 2 && $(grep -c 'address: 0.0.0.0' "$r/tls.ratelimitd.yaml") == 2 ]] &&
+    pass "tls: listenAddresses 0.0.0.0 and :: each on the cleartext and the TLS port" || failed "tls: dual-stack listeners"
+H template rl "$chart" --set 'imagePullSecrets[0].name=regcred' --show-only templates/tests/test-limit.yaml 2>&1 |
+    grep -q 'name: regcred' && pass "imagePullSecrets reach the helm test pod" || failed "imagePullSecrets: helm test pod"
 grep -q 'averageValue: "1500"' "$r/external-memcached.yaml" && grep -q 'name: ratelimitd_requests_per_second' "$r/external-memcached.yaml" &&
     pass "external-memcached: HPA custom Pods metric ratelimitd_requests_per_second" || failed "external-memcached: HPA custom metric"
 grep -q 'minAvailable: 50%' "$r/external-memcached.yaml" && pass "external-memcached: PDB minAvailable 50%" || failed "external-memcached: PDB"
@@ -292,6 +302,7 @@ done
 H template rl "$chart" --set memcached.enabled=false --set 'externalMemcached.servers={h:1,h:65535:1000,h}' >/dev/null 2>&1 &&
     pass "accepted: servers h:1, h:65535:1000, h" || failed "refused: servers h:1, h:65535:1000, h"
 reject schema 'service.port 80 (the non-root container cannot bind it)' "service/port.*minimum" --set service.port=80
+reject schema 'memcached.port 1011 (the non-root memcached container cannot bind it)' "memcached/port.*minimum" --set memcached.port=1011
 reject schema 'tls.port 443 (the non-root container cannot bind it)' "tls/port.*minimum" --set tls.port=443
 reject schema 'fullnameOverride of 43 characters' "fullnameOverride" --set fullnameOverride=a-fullname-override-of-forty-three-chars-xy
 reject schema 'probes.readiness.path: /metrics' "readiness/path.*(one of|enum)" --set probes.readiness.path=/metrics
@@ -360,15 +371,26 @@ run_test_pod() {
     local port
     port=$(free_port "$mc_port")
     H template rl "$chart" -f "$values" --show-only templates/tests/test-limit.yaml >"$work/$name.testpod.yaml"
-    node --input-type=module - "$work/$name.testpod.yaml" "$work/$name.ratelimitd.yaml" "$work/$name.local.yaml" "$port" "$work/$name.testpod" "$mc_port" <<'JS'
+    H template rl "$chart" -f "$values" >"$work/$name.testpod-release.yaml"
+    node --input-type=module - "$work/$name.testpod.yaml" "$work/$name.ratelimitd.yaml" "$work/$name.local.yaml" "$port" "$work/$name.testpod" "$mc_port" "$work/$name.testpod-release.yaml" <<'JS'
 import fs from 'node:fs';
 import path from 'node:path';
 const YAML = await import(path.join(process.env.RL_NODE_MODULES, 'yaml/dist/index.js'));
-const [podFile, cfgFile, outCfg, port, outPrefix, mcPort] = process.argv.slice(2);
+const [podFile, cfgFile, outCfg, port, outPrefix, mcPort, allFile] = process.argv.slice(2);
 const pod = YAML.parse(fs.readFileSync(podFile, 'utf8'));
 const c = pod.spec.containers[0];
 fs.writeFileSync(`${outPrefix}.sh`, c.args[0]);
-const env = Object.fromEntries(c.env.map((e) => [e.name, e.value]));
+// a value from a Secret is looked up in the release's rendered Secrets, as the kubelet would
+const secrets = YAML.parseAllDocuments(fs.readFileSync(allFile, 'utf8')).map((d) => d.toJS())
+    .filter((o) => o?.kind === 'Secret');
+const resolve = (e) => {
+    const ref = e.valueFrom?.secretKeyRef;
+    if (!ref) return e.value;
+    const s = secrets.find((o) => o.metadata.name === ref.name);
+    if (!s?.data?.[ref.key]) throw new Error(`env ${e.name}: Secret ${ref.name} key ${ref.key} is not rendered`);
+    return Buffer.from(s.data[ref.key], 'base64').toString();
+};
+const env = Object.fromEntries(c.env.map((e) => [e.name, resolve(e)]));
 env.URL = `http://127.0.0.1:${port}`;
 delete env.TLS_URL;
 fs.writeFileSync(`${outPrefix}.env`, Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');

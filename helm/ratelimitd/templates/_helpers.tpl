@@ -233,9 +233,14 @@ set. Not `default`, which takes 0 (a valid value: drain nothing) for unset. */}}
 {{/* ratelimitd.yaml: the user's config plus the listeners and servers the chart owns. */}}
 {{- define "ratelimitd.configYaml" -}}
 {{- $config := deepCopy (.Values.config | default dict) -}}
-{{- $listen := list (dict "address" "0.0.0.0" "port" (int .Values.service.port)) -}}
+{{- $listen := list -}}
+{{- range .Values.listenAddresses -}}
+{{- $listen = append $listen (dict "address" . "port" (int $.Values.service.port)) -}}
+{{- end -}}
 {{- if .Values.tls.enabled -}}
-{{- $listen = append $listen (dict "address" "0.0.0.0" "port" (int .Values.tls.port) "tls" (dict "certificate" "/etc/ratelimitd/tls/tls.crt" "key" "/etc/ratelimitd/tls/tls.key")) -}}
+{{- range .Values.listenAddresses -}}
+{{- $listen = append $listen (dict "address" . "port" (int $.Values.tls.port) "tls" (dict "certificate" "/etc/ratelimitd/tls/tls.crt" "key" "/etc/ratelimitd/tls/tls.key")) -}}
+{{- end -}}
 {{- end -}}
 {{- $_ := set $config "listen" $listen -}}
 {{- $backend := $config.backend | default dict -}}

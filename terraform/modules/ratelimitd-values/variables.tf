@@ -139,8 +139,8 @@ variable "in_cluster_memcached_port" {
   type        = number
   default     = 11211
   validation {
-    condition     = var.in_cluster_memcached_port >= 1 && var.in_cluster_memcached_port <= 65535 && floor(var.in_cluster_memcached_port) == var.in_cluster_memcached_port
-    error_message = "in_cluster_memcached_port must be a whole number in 1..65535."
+    condition     = var.in_cluster_memcached_port >= 1024 && var.in_cluster_memcached_port <= 65535 && floor(var.in_cluster_memcached_port) == var.in_cluster_memcached_port
+    error_message = "in_cluster_memcached_port must be a whole number in 1024..65535 (memcached runs as a non-root user with every capability dropped)."
   }
 }
 
