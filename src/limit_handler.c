@@ -182,14 +182,6 @@ static void on_decision_dispose(void *p)
     ctx->req = NULL;
 }
 
-static size_t header_bytes(const h2o_req_t *req)
-{
-    size_t total = req->input.path.len;
-    for (size_t i = 0; i != req->headers.size; ++i)
-        total += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
-    return total;
-}
-
 static bool ends_in_whitespace(h2o_iovec_t value)
 {
     return value.len != 0 && (value.base[value.len - 1] == ' ' || value.base[value.len - 1] == '\t');
@@ -232,9 +224,8 @@ static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_
         rl_reply_error(req, 400, "Bad Request", "missing Host header");
         return true;
     }
-    if (header_bytes(req) > worker->config->server.max_header_bytes) {
+    if (rl_reply_if_headers_too_large(req, worker->config->server.max_header_bytes)) {
         count(worker, RL_OUTCOME_BAD_REQUEST);
-        rl_reply_error(req, 431, "Request Header Fields Too Large", "request headers too large");
         return true;
     }
     ssize_t at = h2o_find_header_by_str(&req->headers, worker->api_key_header.base, worker->api_key_header.len, -1);
