@@ -11,15 +11,21 @@ import unittest
 import rlharness as h
 
 
+def one_thread_daemon(tmp, node, backend):
+    """A daemon with one loop thread on one memcached node, not started yet: (daemon, config)."""
+    d = h.Daemon(tmp, backend=["127.0.0.1:%d" % node.port])
+    cfg = h.base_config(d.port, ["127.0.0.1:%d" % node.port])
+    cfg["threads"] = 1
+    cfg["backend"].update(backend)
+    return d, cfg
+
+
 class ReloadInflightTest(unittest.TestCase):
     def test_reload_while_a_decision_is_pending_keeps_its_tier(self):
         with tempfile.TemporaryDirectory() as tmp:
             node = h.Memcached().start()
             try:
-                d = h.Daemon(tmp, backend=["127.0.0.1:%d" % node.port])
-                cfg = h.base_config(d.port, ["127.0.0.1:%d" % node.port])
-                cfg["threads"] = 1
-                cfg["backend"].update({"timeout_ms": 1500, "window_ttl_s": 4, "failure_limit": 1000})
+                d, cfg = one_thread_daemon(tmp, node, {"timeout_ms": 1500, "window_ttl_s": 4, "failure_limit": 1000})
                 cfg["limits"] = {"default": 10, "tiers": {"gold-a": 50}, "keys": {"k1": "gold-a"}}
                 d.write_config(cfg)
                 d.start()
@@ -76,10 +82,7 @@ class ReloadInflightTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             node = h.Memcached().start()
             try:
-                d = h.Daemon(tmp, backend=["127.0.0.1:%d" % node.port])
-                cfg = h.base_config(d.port, ["127.0.0.1:%d" % node.port])
-                cfg["threads"] = 1
-                cfg["backend"].update({"timeout_ms": 1000, "failure_limit": 1000})
+                d, cfg = one_thread_daemon(tmp, node, {"timeout_ms": 1000, "failure_limit": 1000})
                 cfg["limits"] = {"default": 10, "tiers": {"free": 10}, "keys": {}}
                 d.write_config(cfg)
                 d.start()
