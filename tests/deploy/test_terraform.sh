@@ -95,6 +95,7 @@ module "v" {
   cluster_domain            = "corp.example"
   service_port              = 9080
   in_cluster_memcached_port = 11311
+  listen_addresses          = ["0.0.0.0", "::"]
 }
 module "ext" {
   source            = "$work/values"
@@ -167,6 +168,9 @@ if timeout 120 terraform init -backend=false -input=false -no-color >"$work/rini
     [[ -n $url && $url == "$(cat "$work/service.yaml")" ]] &&
         pass "service output = the chart's Service address ($url)" ||
         failed "service: terraform '$(cat "$work/service.yaml")' vs chart '$url'"
+    [[ $(grep -c "address: '::'" "$work/values.cfg") == 1 && $(grep -c 'port: 9080' "$work/values.cfg") == 2 ]] &&
+        pass "listen_addresses: the chart's config listens on 0.0.0.0 and :: at service_port" ||
+        failed "listen_addresses: $(grep -A1 'address' "$work/values.cfg" | tr '\n' ' ')"
     want=$(cat "$work/tgps.yaml")
     got=$(sed -n 's/.*ok   terminationGracePeriodSeconds \([0-9]*\) .*/\1/p' "$work/values.val")
     [[ $want == "$got" ]] && pass "termination_grace_period_seconds output ($want) = chart's ($got)" ||

@@ -13,6 +13,7 @@ locals {
     existingConfigSecret = var.existing_config_secret
     clusterDomain        = var.cluster_domain
     service              = { port = var.service_port }
+    listenAddresses      = var.listen_addresses
     replicaCount         = var.replicas.min
     autoscaling = {
       enabled                        = local.autoscaling

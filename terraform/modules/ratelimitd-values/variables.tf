@@ -144,6 +144,16 @@ variable "in_cluster_memcached_port" {
   }
 }
 
+variable "listen_addresses" {
+  description = "Addresses the daemon listens on (chart value listenAddresses): [\"0.0.0.0\"] serves IPv4 only, since its IPv6 sockets are IPv6-only; [\"::\"] for an IPv6 EKS cluster, both for dual-stack."
+  type        = list(string)
+  default     = ["0.0.0.0"]
+  validation {
+    condition     = length(var.listen_addresses) >= 1 && length(var.listen_addresses) <= 8 && length(distinct(var.listen_addresses)) == length(var.listen_addresses)
+    error_message = "listen_addresses: 1 to 8 distinct addresses."
+  }
+}
+
 variable "service_port" {
   description = "ratelimitd's cleartext port (HTTP/1.1 and h2c): the Service's and the container's (chart value service.port)."
   type        = number

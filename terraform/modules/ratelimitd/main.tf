@@ -17,6 +17,7 @@ module "values" {
   in_cluster_memcached_replicas = var.in_cluster_memcached_replicas
   in_cluster_memcached_port     = var.in_cluster_memcached_port
   service_port                  = var.service_port
+  listen_addresses              = var.listen_addresses
   cluster_domain                = var.cluster_domain
   on_failure                    = var.on_failure
   backend_timeout_ms            = var.backend_timeout_ms

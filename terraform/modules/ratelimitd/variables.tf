@@ -118,6 +118,12 @@ variable "service_port" {
   default     = 8080
 }
 
+variable "listen_addresses" {
+  description = "Addresses the daemon listens on: [\"0.0.0.0\"] (IPv4), [\"::\"] on an IPv6 EKS cluster, both for dual-stack."
+  type        = list(string)
+  default     = ["0.0.0.0"]
+}
+
 variable "cluster_domain" {
   description = "The cluster's DNS domain, for the in-cluster names in the outputs and the chart's memcached node names."
   type        = string
