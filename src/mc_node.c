@@ -305,19 +305,18 @@ static void log_stall(rl_mc_node_t *node, const rl_mc_op_t *op)
  * timeout_ms 1). Such an op waits out the rest of its deadline, looked at again every ms: the
  * deadline is measured from issue, as the stall line reports it.
  */
-static bool rearm_if_early(rl_mc_op_t *op)
+static bool rearm_if_early(rl_mc_thread_t *thread, h2o_timeout_entry_t *entry, uint64_t since_usec, uint64_t timeout_ms)
 {
-    rl_mc_thread_t *thread = op->node->thread;
-    if (rl_mc_now_usec() - op->issued_usec >= (uint64_t)thread->store->timeout_ms * 1000)
+    if (rl_mc_now_usec() - since_usec >= timeout_ms * 1000)
         return false;
-    h2o_timeout_link(thread->loop, &thread->recheck_timeout, &op->timeout);
+    h2o_timeout_link(thread->loop, &thread->recheck_timeout, entry);
     return true;
 }
 
 static void on_op_timeout(h2o_timeout_entry_t *entry)
 {
     rl_mc_op_t *op = H2O_STRUCT_FROM_MEMBER(rl_mc_op_t, timeout, entry);
-    if (rearm_if_early(op))
+    if (rearm_if_early(op->node->thread, entry, op->issued_usec, op->node->thread->store->timeout_ms))
         return;
     rl_mc_node_t *node = op->node;
     rl_store_cb cb = op->cb;
@@ -517,11 +516,8 @@ static void on_connect(h2o_socket_t *sock, const char *err)
 static void on_connect_timeout(h2o_timeout_entry_t *entry)
 {
     rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, connect_entry, entry);
-    rl_mc_thread_t *thread = node->thread;
-    if (rl_mc_now_usec() - node->connect_started_usec < thread->connect_timeout.timeout * 1000) {
-        h2o_timeout_link(thread->loop, &thread->recheck_timeout, &node->connect_entry);
+    if (rearm_if_early(node->thread, entry, node->connect_started_usec, node->thread->connect_timeout.timeout))
         return;
-    }
     node_fail(node, RL_ERR_BACKEND_DOWN);
 }
 
