@@ -15,7 +15,7 @@
 /* Common checks of the admin endpoints. Returns 1 when the request was answered. */
 static int answered_early(h2o_req_t *req, const char *path, size_t len)
 {
-    if (rl_reply_if_headers_too_large(req, rl_worker_of(req)->config->server.max_header_bytes))
+    if (rl_reply_if_bad_head(req, rl_worker_of(req)->config->server.max_header_bytes))
         return 1;
     if (!rl_request_path_is(req, path, len)) {
         rl_reply_error(req, 404, "Not Found", "not found");
@@ -23,10 +23,6 @@ static int answered_early(h2o_req_t *req, const char *path, size_t len)
     }
     if (!rl_request_method_is(req, 0)) {
         rl_reply_method_not_allowed(req, "GET, HEAD");
-        return 1;
-    }
-    if (rl_request_lacks_host(req)) {
-        rl_reply_error(req, 400, "Bad Request", "missing Host header");
         return 1;
     }
     return 0;
@@ -79,9 +75,8 @@ static int on_metrics(h2o_handler_t *self, h2o_req_t *req)
 static int on_not_found(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
-    if (rl_reply_if_headers_too_large(req, rl_worker_of(req)->config->server.max_header_bytes))
-        return 0;
-    rl_reply_error(req, 404, "Not Found", "not found");
+    if (!rl_reply_if_bad_head(req, rl_worker_of(req)->config->server.max_header_bytes))
+        rl_reply_error(req, 404, "Not Found", "not found");
     return 0;
 }
 

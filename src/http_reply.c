@@ -4,8 +4,8 @@
  * (rl_reply_json_pooled, the decision path); nothing here allocates on the heap.
  */
 #include <string.h>
-#include "ratelimitd/http_reply.h"
 #include <sys/socket.h>
+#include "ratelimitd/http_reply.h"
 
 /* h2o's HTTP/1.1 parser refuses a head of more header lines than this; HTTP/2 gets the same bound. */
 #define RL_MAX_HEADER_FIELDS 100
@@ -58,7 +58,8 @@ int rl_request_method_is(const h2o_req_t *req, int allow_post)
            (allow_post && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")));
 }
 
-size_t rl_request_header_bytes(const h2o_req_t *req)
+/* Bytes of the request's header fields and path, as server.max_header_bytes counts them. */
+static size_t header_bytes(const h2o_req_t *req)
 {
     size_t total = req->input.path.len;
     for (size_t i = 0; i != req->headers.size; ++i)
@@ -84,16 +85,7 @@ static void close_connection_if_bomb(h2o_req_t *req)
         shutdown(fd, SHUT_RDWR);
 }
 
-int rl_reply_if_headers_too_large(h2o_req_t *req, size_t max_bytes)
-{
-    if (rl_request_header_bytes(req) <= max_bytes && req->headers.size <= RL_MAX_HEADER_FIELDS)
-        return 0;
-    close_connection_if_bomb(req);
-    rl_reply_error(req, 431, "Request Header Fields Too Large", "request headers too large");
-    return 1;
-}
-
-int rl_request_lacks_host(const h2o_req_t *req)
+static int lacks_host(const h2o_req_t *req)
 {
     /* h2o 2.2.5 moves Host into input.authority and, when there is none, points input.authority
      * at the host config's own name: that pointer is how a missing Host shows. HTTP/1.0 predates
@@ -101,6 +93,20 @@ int rl_request_lacks_host(const h2o_req_t *req)
      * authority its own way. A second Host line is not caught: h2o keeps the last one and does
      * not say there were two. */
     return req->version == 0x101 && req->input.authority.base == req->hostconf->authority.hostport.base;
+}
+
+int rl_reply_if_bad_head(h2o_req_t *req, size_t max_header_bytes)
+{
+    if (header_bytes(req) > max_header_bytes || req->headers.size > RL_MAX_HEADER_FIELDS) {
+        close_connection_if_bomb(req);
+        rl_reply_error(req, 431, "Request Header Fields Too Large", "request headers too large");
+        return 1;
+    }
+    if (lacks_host(req)) {
+        rl_reply_error(req, 400, "Bad Request", "missing Host header");
+        return 1;
+    }
+    return 0;
 }
 
 int rl_request_path_is(const h2o_req_t *req, const char *path, size_t len)

@@ -219,12 +219,7 @@ static bool answer_without_store(rl_worker_t *worker, h2o_req_t *req, h2o_iovec_
         rl_reply_method_not_allowed(req, "GET, POST, HEAD");
         return true;
     }
-    if (rl_request_lacks_host(req)) {
-        count(worker, RL_OUTCOME_BAD_REQUEST);
-        rl_reply_error(req, 400, "Bad Request", "missing Host header");
-        return true;
-    }
-    if (rl_reply_if_headers_too_large(req, worker->config->server.max_header_bytes)) {
+    if (rl_reply_if_bad_head(req, worker->config->server.max_header_bytes)) {
         count(worker, RL_OUTCOME_BAD_REQUEST);
         return true;
     }

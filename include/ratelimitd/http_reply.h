@@ -20,12 +20,11 @@ void rl_reply_method_not_allowed(h2o_req_t *req, const char *allow);
 int rl_request_method_is(const h2o_req_t *req, int allow_post);
 /* True when the request target is in origin form ("/..." as sent) and its normalised path is `path`. */
 int rl_request_path_is(const h2o_req_t *req, const char *path, size_t len);
-/* Bytes of the request's header fields and path, as server.max_header_bytes counts them. */
-size_t rl_request_header_bytes(const h2o_req_t *req);
-/* Answers 431 when the header fields exceed `max_bytes` or number more than 100; an HTTP/2
- * connection that sent more than 100 is shut down as well. Returns 1 when it answered. */
-int rl_reply_if_headers_too_large(h2o_req_t *req, size_t max_bytes);
-/* True for an HTTP/1.1 request without a Host header, which RFC 9112 (3.2) says to answer 400. */
-int rl_request_lacks_host(const h2o_req_t *req);
+/*
+ * The checks of a request's head every endpoint makes: 431 when its header fields exceed
+ * `max_header_bytes` or number more than 100 (an HTTP/2 connection that sent more than 100 is
+ * shut down as well), 400 for HTTP/1.1 without Host (RFC 9112, 3.2). Returns 1 when it answered.
+ */
+int rl_reply_if_bad_head(h2o_req_t *req, size_t max_header_bytes);
 
 #endif
