@@ -68,6 +68,7 @@ struct st_rl_server_t {
     rl_metrics_t *metrics;
     rl_limits_t *initial_limits;
     rl_hash_secret_t secret;
+    rl_hpack_parser_fn hpack_parser; /* libh2o's, which the HTTP/2 guard calls */
     rl_worker_t *workers;
     size_t num_workers;
     _Atomic size_t connections;
@@ -317,7 +318,8 @@ rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, ch
     }
     server->config = config;
     server->num_workers = resolve_threads(config->threads);
-    if (!fd_limit_holds_the_loops(config, server->num_workers, err, errlen)) {
+    if (!fd_limit_holds_the_loops(config, server->num_workers, err, errlen) ||
+        rl_http2_guard_resolve(&server->hpack_parser, err, errlen) != RL_OK) {
         free(server);
         return NULL;
     }
@@ -711,6 +713,7 @@ int rl_server_start(rl_server_t *server)
         worker->api_key_header = h2o_iovec_init(server->config->api_key_header, strlen(server->config->api_key_header));
         worker->key_prefix =
             h2o_iovec_init(server->config->backend.key_prefix, strlen(server->config->backend.key_prefix));
+        worker->hpack_parser = server->hpack_parser;
         rl_limits_retain(server->initial_limits);
         worker->limits = server->initial_limits;
     }

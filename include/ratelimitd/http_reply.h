@@ -22,8 +22,8 @@ int rl_request_method_is(const h2o_req_t *req, int allow_post);
 int rl_request_path_is(const h2o_req_t *req, const char *path, size_t len);
 /*
  * The checks of a request's head every endpoint makes: 431 when its header fields exceed
- * `max_header_bytes` or number more than 100 (an HTTP/2 connection that sent more than 100 is
- * shut down as well), 400 for HTTP/1.1 without Host (RFC 9112, 3.2). Returns 1 when it answered.
+ * `max_header_bytes` or number more than 100, 400 for HTTP/1.1 without Host (RFC 9112, 3.2).
+ * Returns 1 when it answered.
  */
 int rl_reply_if_bad_head(h2o_req_t *req, size_t max_header_bytes);
 

@@ -41,6 +41,21 @@ def h2_request_block(path, key):
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
+def hpack_bomb_frames(stream, end_stream):
+    """A request whose header block is as large as h2o 2.2.5 accepts (417,000 bytes over
+    CONTINUATION frames): one 4 KB dynamic-table entry, then one-byte references to it, ~412,000
+    header fields once decoded."""
+    # a literal with incremental indexing (it becomes dynamic entry 62) with a 4000-byte value
+    entry = b"\x40" + hpack_str("x-bomb") + b"\x7f" + bytes([(4000 - 127) & 0x7f | 0x80, (4000 - 127) >> 7])
+    entry += b"v" * 4000
+    block = h2_request_block("/limit", "bomb") + entry
+    block += b"\xbe" * (417000 - len(block))
+    chunks = [block[i:i + 16000] for i in range(0, len(block), 16000)]
+    frames = [h2_frame(1, 0x1 if end_stream else 0, stream, chunks[0])]
+    frames += [h2_frame(9, 0x4 if i == len(chunks) - 1 else 0, stream, c) for i, c in enumerate(chunks[1:], 1)]
+    return b"".join(frames)
+
+
 def own_socket_room(wanted):
     """Raises this process's soft open-file limit toward its hard one; returns how many sockets
     (up to `wanted`) it may open, leaving room for the test's own descriptors."""
@@ -526,7 +541,7 @@ class HostileClientsTest(h.RLTestCase):
         frames (the header block never ends): the connection is closed long before the flood
         ends. Blocks that add one 4 KB entry to the HPACK dynamic table and then reference it
         ~412,000 times per request (417 KB on the wire, the most h2o 2.2.5 accepts): the
-        connection is shut down at the first, nothing reaches memcached, memory stays bounded,
+        connection is closed at the first, nothing reaches memcached, memory stays bounded,
         and everyone else is served."""
         rss = self.d.rss_kb()
         s = socket.create_connection((h.HOST, self.port), timeout=5)
@@ -543,52 +558,107 @@ class HostileClientsTest(h.RLTestCase):
         print("CONTINUATION flood: connection closed after %d bytes sent" % sent)
         self.assertLess(sent, 16 << 20, "a header block that never ends was read for %d bytes" % sent)
 
-        before = self.d.metrics().get("ratelimitd_requests_total", 0, decision="bad_request")
         increments = self.mc.increments()
         after_round = [self.hpack_bomb_round() for _ in range(3)]
         print("HPACK bombs, one per connection: RSS %d KiB before, %r KiB after each" % (rss, after_round))
-        # the handler counts after shutting the connection down, on whichever loop thread took it:
-        # the client can see the close before the count lands
-        self.assertTrue(h.wait_until(lambda: self.d.metrics().get("ratelimitd_requests_total", 0,
-                                                                   decision="bad_request") - before == 3, 5),
-                        "each bomb is answered 431 (counted as bad_request)")
         self.assertEqual(self.mc.increments(), increments, "a bomb reached memcached")
         self.good_request_ok()
-        # each bomb decodes to ~412,000 header fields (~36 MB here), freed with its connection
         if not h.sanitized():  # ASan's quarantine keeps freed memory resident
             self.assertLess(max(after_round) - rss, 150 * 1024,
                             "RSS after each round of bombs (KiB, from %d): %r" % (rss, after_round))
 
     def hpack_bomb_round(self):
-        """Sends one request on a new HTTP/2 connection whose header block is as large as h2o
-        2.2.5 accepts (417,000 bytes over CONTINUATION frames) and is one 4 KB dynamic-table entry
-        referenced ~412,000 times, then an ordinary request: the server must shut the connection
-        down at the bomb (before, it answered 431 and went on decoding whatever the client sent
-        next, and answered the second request). Returns RSS after."""
-        # a literal with incremental indexing (it becomes dynamic entry 62) with a 4000-byte
-        # value, then one-byte references to it
-        entry = b"\x40" + hpack_str("x-bomb") + b"\x7f" + bytes([(4000 - 127) & 0x7f | 0x80, (4000 - 127) >> 7])
-        entry += b"v" * 4000
-        block = h2_request_block("/limit", "bomb") + entry
-        block += b"\xbe" * (417000 - len(block))
-        chunks = [block[i:i + 16000] for i in range(0, len(block), 16000)]
-        frames = [h2_frame(1, 0x1, 1, chunks[0])]  # END_STREAM: a GET without a body
-        frames += [h2_frame(9, 0x4 if i == len(chunks) - 1 else 0, 1, c) for i, c in enumerate(chunks[1:], 1)]
+        """Sends one request on a new HTTP/2 connection whose header block is an HPACK bomb,
+        then an ordinary request: the server must close the connection at the bomb with
+        COMPRESSION_ERROR, count the bomb as a bad request, and not answer the second request.
+        Returns RSS after."""
+        before = self.bad_requests()
+        frames = hpack_bomb_frames(1, end_stream=True)
         # then an ordinary request on the same connection (no backend call): it must get no answer
-        frames.append(h2_frame(1, 0x5, 3, h2_request_block("/healthz", "after-bomb")))
+        frames += h2_frame(1, 0x5, 3, h2_request_block("/healthz", "after-bomb"))
+        answered, goaway, closed = self.h2_exchange(frames)
+        self.assertTrue(closed, "the connection that sent an HPACK bomb was not closed")
+        self.assertNotIn(3, answered, "a request after the bomb was answered on the same connection")
+        self.assertEqual(goaway, (9, b"too many header fields"), "GOAWAY (error code, debug data)")
+        # counted by the loop thread that read the bomb, maybe after the client saw the close
+        self.assertTrue(h.wait_until(lambda: self.bad_requests() - before == 1, 5),
+                        "the bomb was not counted as a bad request")
+        return self.d.rss_kb()
+
+    def test_h2_hpack_bombs_back_to_back_without_end_stream(self):
+        """Bombs that h2o once decoded before any handler could refuse them: 20 back to back in
+        one write, on streams that never end (h2o waits for a body before it calls a handler).
+        Without the field bound, 3 such connections left 519 MB, 1.34 GB and 1.68 GB resident."""
+        rss = self.d.rss_kb()
+        before = self.bad_requests()
+        after = []
+        for _ in range(3):
+            frames = b"".join(hpack_bomb_frames(1 + 2 * i, end_stream=False) for i in range(20))
+            # the server closes while the client still sends, so its GOAWAY may be lost in a reset
+            _, _, closed = self.h2_exchange(frames)
+            self.assertTrue(closed, "a connection sending HPACK bombs was not closed")
+            after.append(self.d.rss_kb())
+        print("20 HPACK bombs without END_STREAM per connection: RSS %d KiB before, %r KiB after each" % (rss, after))
+        # each connection stops at its first bomb
+        self.assertTrue(h.wait_until(lambda: self.bad_requests() - before == 3, 5),
+                        "bombs counted: %d, not 3" % (self.bad_requests() - before))
+        self.good_request_ok()
+        if not h.sanitized():
+            self.assertLess(max(after) - rss, 50 * 1024, "RSS after each connection (KiB, from %d): %r" % (rss, after))
+
+    def test_h2_header_field_bound(self):
+        """The bound is HTTP/1.1's 100 header lines plus HTTP/2's four request pseudo-fields:
+        a request of 104 fields is served, one of 105 closes its connection, and a request whose
+        header fields (not pseudo-fields) number more than 100 gets 431."""
+        def block(extra):
+            return h2_request_block("/healthz", "fields") + b"".join(
+                b"\x00" + hpack_str("x-f%d" % i) + hpack_str("v") for i in range(extra))
+
+        # h2_request_block names 4 pseudo-fields and one header field
+        answered, goaway, closed = self.h2_exchange(h2_frame(1, 0x5, 1, block(99)), wait_for=1)
+        self.assertIn(1, answered, "a request of 104 header fields was not answered")
+        self.assertIsNone(goaway)
+        self.assertFalse(closed)
+        answered, goaway, closed = self.h2_exchange(h2_frame(1, 0x5, 1, block(100)))
+        self.assertNotIn(1, answered, "a request of 105 header fields was answered")
+        self.assertEqual(goaway, (9, b"too many header fields"))
+        self.assertTrue(closed)
+        # without :authority, 101 header fields pass the bound, and get HTTP/1.1's answer: 431
+        no_authority = b"\x82\x86\x04" + hpack_str("/healthz") + b"".join(
+            b"\x00" + hpack_str("x-f%d" % i) + hpack_str("v") for i in range(101))
         conn = H2Raw(self.port)
-        answered = set()
         try:
-            conn.send(b"".join(frames))
-            answered = {stream for ftype, _, stream, _ in conn.frames(timeout=5) if ftype == 1}
+            conn.send(h2_frame(1, 0x5, 1, no_authority))
+            status = next((p for t, _, sid, p in conn.frames(5) if t == 1 and sid == 1), b"")
+        finally:
+            conn.close()
+        self.assertIn(b"431", status, "101 header fields over HTTP/2: %r" % status)
+
+    def bad_requests(self):
+        return self.d.metrics().get("ratelimitd_requests_total", 0, decision="bad_request")
+
+    def h2_exchange(self, frames, wait_for=None):
+        """Sends `frames` on a new h2c connection and reads until the server closes it, sends
+        GOAWAY, answers stream `wait_for` or is silent for 5 s; returns the streams answered with
+        HEADERS, the GOAWAY's (error code, debug data) or None, and whether the server closed."""
+        conn = H2Raw(self.port)
+        answered, goaway = set(), None
+        try:
+            conn.send(frames)
+            for ftype, _, stream, payload in conn.frames(timeout=5):
+                if ftype == 1:
+                    answered.add(stream)
+                    if stream == wait_for:
+                        break
+                elif ftype == 7:
+                    goaway = (struct.unpack(">I", payload[4:8])[0], payload[8:])
+                    break
             closed = recv_eof(conn.s, 0.01)
         except OSError:
             closed = True
         finally:
             conn.close()
-        self.assertTrue(closed, "the connection that sent an HPACK bomb was not closed")
-        self.assertNotIn(3, answered, "a request after the bomb was answered on the same connection")
-        return self.d.rss_kb()
+        return answered, goaway, closed
 
     def test_h2_junk_frames(self):
         cases = [
