@@ -3,8 +3,13 @@
  * Only the field count is decided here; decoding, and every error about what the fields say,
  * stay libh2o's.
  */
+#define _GNU_SOURCE /* RTLD_NEXT, dl_iterate_phdr */
 #include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include "ratelimitd/error.h"
 #include "ratelimitd/hpack_count.h"
 #include "ratelimitd/http2_guard.h"
@@ -15,6 +20,17 @@
 #endif
 
 #define PARSER_SYMBOL "h2o_hpack_parse_headers"
+
+/* The relocations through which a shared object calls or takes the address of a function. */
+#if defined(__x86_64__)
+#define RL_R_JUMP_SLOT R_X86_64_JUMP_SLOT
+#define RL_R_GLOB_DAT R_X86_64_GLOB_DAT
+#elif defined(__aarch64__)
+#define RL_R_JUMP_SLOT R_AARCH64_JUMP_SLOT
+#define RL_R_GLOB_DAT R_AARCH64_GLOB_DAT
+#else
+#error "the HTTP/2 guard's binding check knows x86-64 and AArch64 relocations only"
+#endif
 
 int h2o_hpack_parse_headers(h2o_req_t *req, struct st_h2o_hpack_header_table_t *header_table, const uint8_t *src,
                             size_t len, int *pseudo_header_exists_map, size_t *content_length,
@@ -30,7 +46,7 @@ int h2o_hpack_parse_headers(h2o_req_t *req, struct st_h2o_hpack_header_table_t *
     if (rl_hpack_count_fields(src, len, RL_HTTP2_MAX_FIELDS, &fields) == RL_OK && fields > RL_HTTP2_MAX_FIELDS) {
         /* Undecoded, the block leaves the connection's HPACK table behind the client's, so the
          * connection cannot go on (RFC 9113 4.3): COMPRESSION_ERROR, and h2o closes it. */
-        rl_metrics_count_request(worker->metrics, RL_OUTCOME_BAD_REQUEST);
+        rl_metrics_count_header_block_refused(worker->metrics);
         *err_desc = "too many header fields";
         return H2O_HTTP2_ERROR_COMPRESSION;
     }
@@ -38,18 +54,111 @@ int h2o_hpack_parse_headers(h2o_req_t *req, struct st_h2o_hpack_header_table_t *
                                 err_desc);
 }
 
+/* What the dynamic linker wrote into libh2o's slots for the parser: how many there are, and how
+ * many hold the guard's address. */
+typedef struct st_binding_check_t {
+    const void *library_symbol; /* libh2o's own definition: identifies the object to inspect */
+    uintptr_t guard;
+    size_t slots, bound_to_guard;
+    bool object_found;
+} binding_check_t;
+
+static bool object_contains(const struct dl_phdr_info *info, const void *addr)
+{
+    for (ElfW(Half) i = 0; i != info->dlpi_phnum; ++i) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (uintptr_t)addr >= start && (uintptr_t)addr - start < ph->p_memsz)
+            return true;
+    }
+    return false;
+}
+
+/* glibc rewrites these dynamic entries to run-time addresses when it loads an object; a loader
+ * that does not leaves them relative to the object's base. */
+static uintptr_t dyn_address(const struct dl_phdr_info *info, ElfW(Addr) ptr)
+{
+    return ptr < info->dlpi_addr ? info->dlpi_addr + ptr : ptr;
+}
+
+static void check_relocations(const struct dl_phdr_info *info, const ElfW(Rela) * rel, size_t size,
+                              const ElfW(Sym) * symtab, const char *strtab, binding_check_t *check)
+{
+    for (size_t i = 0; rel != NULL && i != size / sizeof(*rel); ++i) {
+        unsigned long type = ELF64_R_TYPE(rel[i].r_info);
+        if (type != RL_R_JUMP_SLOT && type != RL_R_GLOB_DAT)
+            continue;
+        if (strcmp(strtab + symtab[ELF64_R_SYM(rel[i].r_info)].st_name, PARSER_SYMBOL) != 0)
+            continue;
+        ++check->slots;
+        if (*(const uintptr_t *)(info->dlpi_addr + rel[i].r_offset) == check->guard)
+            ++check->bound_to_guard;
+    }
+}
+
+static int inspect_object(struct dl_phdr_info *info, size_t size, void *data)
+{
+    binding_check_t *check = data;
+    (void)size;
+    if (!object_contains(info, check->library_symbol))
+        return 0;
+    check->object_found = true;
+    const ElfW(Dyn) *dyn = NULL;
+    for (ElfW(Half) i = 0; i != info->dlpi_phnum; ++i) {
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+            dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    }
+    const ElfW(Sym) *symtab = NULL;
+    const char *strtab = NULL;
+    const ElfW(Rela) *plt_rel = NULL, *rel = NULL;
+    size_t plt_rel_size = 0, rel_size = 0;
+    for (; dyn != NULL && dyn->d_tag != DT_NULL; ++dyn) {
+        switch (dyn->d_tag) {
+        case DT_SYMTAB:
+            symtab = (const ElfW(Sym) *)dyn_address(info, dyn->d_un.d_ptr);
+            break;
+        case DT_STRTAB:
+            strtab = (const char *)dyn_address(info, dyn->d_un.d_ptr);
+            break;
+        case DT_JMPREL:
+            plt_rel = (const ElfW(Rela) *)dyn_address(info, dyn->d_un.d_ptr);
+            break;
+        case DT_PLTRELSZ:
+            plt_rel_size = dyn->d_un.d_val;
+            break;
+        case DT_RELA:
+            rel = (const ElfW(Rela) *)dyn_address(info, dyn->d_un.d_ptr);
+            break;
+        case DT_RELASZ:
+            rel_size = dyn->d_un.d_val;
+            break;
+        }
+    }
+    if (symtab != NULL && strtab != NULL) {
+        check_relocations(info, plt_rel, plt_rel_size, symtab, strtab, check);
+        check_relocations(info, rel, rel_size, symtab, strtab, check);
+    }
+    return 1;
+}
+
 int rl_http2_guard_resolve(rl_hpack_parser_fn *parser, char *err, size_t errlen)
 {
-    /* libh2o binds its calls to the first definition in the global scope: it must be this one */
-    void *first = dlsym(RTLD_DEFAULT, PARSER_SYMBOL);
-    void *next = dlsym(RTLD_NEXT, PARSER_SYMBOL);
-    if (first != (void *)h2o_hpack_parse_headers || next == NULL) {
+    void *library_parser = dlsym(RTLD_NEXT, PARSER_SYMBOL);
+    binding_check_t check = {library_parser, (uintptr_t)h2o_hpack_parse_headers, 0, 0, false};
+    if (library_parser != NULL)
+        dl_iterate_phdr(inspect_object, &check);
+    /* Every slot must hold the guard: a library bound to itself (-Bsymbolic, protected symbols) or
+     * bound lazily has slots that do not, and the bound would silently not apply. */
+    if (!check.object_found || check.slots == 0 || check.bound_to_guard != check.slots) {
         snprintf(err, errlen,
-                 "libh2o-evloop's " PARSER_SYMBOL " cannot be interposed (%s), so HTTP/2 header blocks would "
-                 "have no field limit; ratelimitd needs the shared libh2o-evloop 2.2.x",
-                 next == NULL ? "no shared definition found" : "calls bind elsewhere");
+                 "libh2o-evloop's calls to " PARSER_SYMBOL " do not reach ratelimitd's (%s), so HTTP/2 header "
+                 "blocks would have no field limit; ratelimitd needs a shared libh2o-evloop 2.2.x that binds "
+                 "them at load time through its PLT or GOT, as Debian's does",
+                 library_parser == NULL ? "no shared definition found"
+                 : check.slots == 0     ? "no relocation for it in the library"
+                                        : "the library binds them elsewhere");
         return RL_ERR_INVALID;
     }
-    *parser = (rl_hpack_parser_fn)next;
+    *parser = (rl_hpack_parser_fn)library_parser;
     return RL_OK;
 }

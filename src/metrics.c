@@ -41,6 +41,7 @@ struct st_rl_metrics_thread_t {
     _Atomic int64_t open_connections;
     _Atomic uint64_t connections_shed;
     _Atomic uint64_t accept_pauses;
+    _Atomic uint64_t header_blocks_refused;
     _Atomic uint64_t latency_buckets[RL_LATENCY_BUCKETS]; /* not cumulative; summed at render */
     _Atomic uint64_t latency_sum_usec;
     rl_node_counters_t *nodes;
@@ -161,6 +162,11 @@ void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt)
 void rl_metrics_count_accept_pause(rl_metrics_thread_t *mt)
 {
     bump(&mt->accept_pauses, 1);
+}
+
+void rl_metrics_count_header_block_refused(rl_metrics_thread_t *mt)
+{
+    bump(&mt->header_blocks_refused, 1);
 }
 
 void rl_metrics_observe_backend_latency(rl_metrics_thread_t *mt, uint64_t usec)
@@ -319,6 +325,12 @@ static void render_requests(rl_metrics_t *m, rl_text_t *out)
                 "no file descriptor was left.\n"
                 "# TYPE ratelimitd_accept_pauses_total counter\nratelimitd_accept_pauses_total %llu\n",
                 (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, accept_pauses)));
+    text_printf(out,
+                "# HELP ratelimitd_http2_header_blocks_refused_total HTTP/2 header blocks of more than 104 fields, "
+                "refused undecoded with their connection.\n"
+                "# TYPE ratelimitd_http2_header_blocks_refused_total counter\n"
+                "ratelimitd_http2_header_blocks_refused_total %llu\n",
+                (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, header_blocks_refused)));
 }
 
 static void render_latency(rl_metrics_t *m, rl_text_t *out)

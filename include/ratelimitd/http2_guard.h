@@ -9,7 +9,8 @@
  * its procedure linkage table, so the dynamic linker binds those calls to the executable's
  * definition; that one counts the block's fields (hpack_count.h), refuses a block of more than
  * RL_HTTP2_MAX_FIELDS with a connection error, and hands the others to libh2o's own parser.
- * rl_http2_guard_resolve() checks at start-up that the binding is in effect.
+ * rl_http2_guard_resolve() checks at start-up, in libh2o's relocations, that the binding is in
+ * effect: a library linked with -Bsymbolic, or bound lazily, would bypass the guard silently.
  */
 #ifndef RATELIMITD_HTTP2_GUARD_H
 #define RATELIMITD_HTTP2_GUARD_H
@@ -32,7 +33,7 @@ typedef int (*rl_hpack_parser_fn)(h2o_req_t *req, struct st_h2o_hpack_header_tab
 
 /*
  * Finds libh2o's parser behind ratelimitd's into *parser. RL_OK, or RL_ERR_INVALID with a
- * message in err when libh2o's calls would not reach the guard (a static or different libh2o).
+ * message in err unless every relocation by which libh2o calls the parser holds the guard.
  */
 int rl_http2_guard_resolve(rl_hpack_parser_fn *parser, char *err, size_t errlen);
 

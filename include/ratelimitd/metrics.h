@@ -39,6 +39,8 @@ void rl_metrics_connection_closed(rl_metrics_thread_t *mt);
 void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt);
 /* accept() found no descriptor left and the thread stopped accepting for a moment. */
 void rl_metrics_count_accept_pause(rl_metrics_thread_t *mt);
+/* An HTTP/2 header block refused for naming too many fields (http2_guard.h). */
+void rl_metrics_count_header_block_refused(rl_metrics_thread_t *mt);
 /* Backend: `node` is the index into config->backend.servers (0 for the local store). */
 void rl_metrics_observe_backend_latency(rl_metrics_thread_t *mt, uint64_t usec);
 /* `error` is one of RL_ERR_BACKEND_TIMEOUT/DOWN/PROTOCOL/OVERLOAD or RL_ERR_STORE_FULL. */

@@ -8,12 +8,19 @@
  *    continuation bytes), and the counter must find exactly the fields encoded, and call every
  *    cut inside the last representation malformed.
  */
-#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "ratelimitd/error.h"
 #include "ratelimitd/hpack_count.h"
+
+/* Not assert(): a build with NDEBUG would check nothing. */
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        if (!(cond))                                                                                                   \
+            abort();                                                                                                   \
+    } while (0)
 
 #define BLOCK_MAX 65536
 #define NO_LIMIT (SIZE_MAX - 1)
@@ -58,11 +65,13 @@ static size_t put_string(uint8_t *out, recipe_t *r)
 static size_t put_representation(uint8_t *out, recipe_t *r, size_t *fields)
 {
     unsigned kind = take(r) % 5;
-    size_t index = 0, n; /* 0 (a new name) or up to 4095 */
-    if (take(r) % 4 != 0) {
-        index = take(r) << 4;
-        index |= take(r);
-    }
+    size_t index = 0, n;
+    /* 0 (a new name), up to 4095, or up to 2^27 - 1: four continuation bytes, the most a valid
+     * integer may have */
+    unsigned width = take(r) % 4;
+    for (unsigned i = 0; width != 0 && i != (width == 3 ? 4u : 2u); ++i)
+        index = index << 8 | take(r);
+    index &= width == 3 ? ((size_t)1 << 27) - 1 : 4095;
     switch (kind) {
     case 0: /* indexed */
         ++*fields;
@@ -85,8 +94,8 @@ static void check_as_block(const uint8_t *data, size_t size)
         return;
     size_t limits[] = {0, 1, all / 2, all};
     for (size_t i = 0; i != sizeof(limits) / sizeof(limits[0]); ++i) {
-        assert(rl_hpack_count_fields(data, size, limits[i], &bounded) == RL_OK);
-        assert(bounded == (all < limits[i] + 1 ? all : limits[i] + 1));
+        CHECK(rl_hpack_count_fields(data, size, limits[i], &bounded) == RL_OK);
+        CHECK(bounded == (all < limits[i] + 1 ? all : limits[i] + 1));
     }
 }
 
@@ -100,10 +109,10 @@ static void check_as_recipe(const uint8_t *data, size_t size)
         last = len;
         len += put_representation(block + len, &r, &fields);
     }
-    assert(rl_hpack_count_fields(block, len, NO_LIMIT, &counted) == RL_OK);
-    assert(counted == fields);
+    CHECK(rl_hpack_count_fields(block, len, NO_LIMIT, &counted) == RL_OK);
+    CHECK(counted == fields);
     for (size_t cut = last + 1; cut < len; ++cut)
-        assert(rl_hpack_count_fields(block, cut, NO_LIMIT, &counted) == RL_ERR_INVALID);
+        CHECK(rl_hpack_count_fields(block, cut, NO_LIMIT, &counted) == RL_ERR_INVALID);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

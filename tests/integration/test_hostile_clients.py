@@ -11,6 +11,7 @@ import re
 import resource
 import socket
 import struct
+import subprocess
 import sys
 import time
 import uuid
@@ -39,6 +40,31 @@ def h2_request_block(path, key):
 
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def copy_libh2o_with_symbolic_binding(directory):
+    """Copies the libh2o-evloop that ratelimitd loads into `directory`, under its soname, with
+    DF_SYMBOLIC added to DT_FLAGS (what -Bsymbolic sets). False if it has no DT_FLAGS entry."""
+    ldd = subprocess.run(["ldd", h.rl_binary()], stdout=subprocess.PIPE, text=True, check=True).stdout
+    found = re.search(r"^\s*(libh2o-evloop\.so\S*) => (\S+)", ldd, re.M)
+    if found is None:
+        raise AssertionError("ratelimitd does not load a shared libh2o-evloop:\n" + ldd)
+    with open(found.group(2), "rb") as f:
+        elf = bytearray(f.read())
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+        if p_type != 2:  # PT_DYNAMIC
+            continue
+        for at in range(p_offset, p_offset + p_filesz, 16):
+            tag, value = struct.unpack_from("<qQ", elf, at)
+            if tag == 30:  # DT_FLAGS
+                struct.pack_into("<Q", elf, at + 8, value | 0x2)  # DF_SYMBOLIC
+                with open(os.path.join(directory, found.group(1)), "wb") as f:
+                    f.write(elf)
+                return True
+    return False
 
 
 def hpack_bomb_frames(stream, end_stream):
@@ -570,9 +596,9 @@ class HostileClientsTest(h.RLTestCase):
     def hpack_bomb_round(self):
         """Sends one request on a new HTTP/2 connection whose header block is an HPACK bomb,
         then an ordinary request: the server must close the connection at the bomb with
-        COMPRESSION_ERROR, count the bomb as a bad request, and not answer the second request.
+        COMPRESSION_ERROR, count it in ratelimitd_http2_header_blocks_refused_total, and not answer the second request.
         Returns RSS after."""
-        before = self.bad_requests()
+        before = self.refused_blocks()
         frames = hpack_bomb_frames(1, end_stream=True)
         # then an ordinary request on the same connection (no backend call): it must get no answer
         frames += h2_frame(1, 0x5, 3, h2_request_block("/healthz", "after-bomb"))
@@ -581,8 +607,8 @@ class HostileClientsTest(h.RLTestCase):
         self.assertNotIn(3, answered, "a request after the bomb was answered on the same connection")
         self.assertEqual(goaway, (9, b"too many header fields"), "GOAWAY (error code, debug data)")
         # counted by the loop thread that read the bomb, maybe after the client saw the close
-        self.assertTrue(h.wait_until(lambda: self.bad_requests() - before == 1, 5),
-                        "the bomb was not counted as a bad request")
+        self.assertTrue(h.wait_until(lambda: self.refused_blocks() - before == 1, 5),
+                        "the bomb was not counted as a refused header block")
         return self.d.rss_kb()
 
     def test_h2_hpack_bombs_back_to_back_without_end_stream(self):
@@ -590,7 +616,7 @@ class HostileClientsTest(h.RLTestCase):
         one write, on streams that never end (h2o waits for a body before it calls a handler).
         Without the field bound, 3 such connections left 519 MB, 1.34 GB and 1.68 GB resident."""
         rss = self.d.rss_kb()
-        before = self.bad_requests()
+        before = self.refused_blocks()
         after = []
         for _ in range(3):
             frames = b"".join(hpack_bomb_frames(1 + 2 * i, end_stream=False) for i in range(20))
@@ -600,8 +626,8 @@ class HostileClientsTest(h.RLTestCase):
             after.append(self.d.rss_kb())
         print("20 HPACK bombs without END_STREAM per connection: RSS %d KiB before, %r KiB after each" % (rss, after))
         # each connection stops at its first bomb
-        self.assertTrue(h.wait_until(lambda: self.bad_requests() - before == 3, 5),
-                        "bombs counted: %d, not 3" % (self.bad_requests() - before))
+        self.assertTrue(h.wait_until(lambda: self.refused_blocks() - before == 3, 5),
+                        "bombs counted: %d, not 3" % (self.refused_blocks() - before))
         self.good_request_ok()
         if not h.sanitized():
             self.assertLess(max(after) - rss, 50 * 1024, "RSS after each connection (KiB, from %d): %r" % (rss, after))
@@ -634,8 +660,29 @@ class HostileClientsTest(h.RLTestCase):
             conn.close()
         self.assertIn(b"431", status, "101 header fields over HTTP/2: %r" % status)
 
-    def bad_requests(self):
-        return self.d.metrics().get("ratelimitd_requests_total", 0, decision="bad_request")
+    def test_start_up_refuses_a_libh2o_that_binds_its_own_parser(self):
+        """The bound works only while libh2o's calls to h2o_hpack_parse_headers reach ratelimitd's
+        definition. A library linked with -Bsymbolic (as some distributions' build flags do) binds
+        them to its own: ratelimitd must then refuse to start, not run without the bound. The test
+        makes such a library by setting DF_SYMBOLIC in a copy of the installed one."""
+        lib_dir = os.path.join(self.tmpdir, "symbolic-lib")
+        os.mkdir(lib_dir)
+        if not copy_libh2o_with_symbolic_binding(lib_dir):
+            h.fail_hard("cannot find libh2o-evloop's DT_FLAGS to make a -Bsymbolic copy of it")
+        port = h.free_port()
+        path = os.path.join(self.tmpdir, "symbolic.yaml")
+        with open(path, "w") as f:
+            f.write(h.to_yaml(h.base_config(port)))
+        env = dict(os.environ, LD_LIBRARY_PATH=lib_dir)
+        r = subprocess.run([h.rl_binary(), "-c", path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=20, env=env)
+        self.assertEqual(r.returncode, 1, r.stderr[-3000:])
+        self.assertIn("h2o_hpack_parse_headers do not reach ratelimitd's (the library binds them elsewhere)",
+                      r.stderr)
+        self.assertFalse(h.port_accepts(port))
+
+    def refused_blocks(self):
+        return self.d.metrics().get("ratelimitd_http2_header_blocks_refused_total", 0)
 
     def h2_exchange(self, frames, wait_for=None):
         """Sends `frames` on a new h2c connection and reads until the server closes it, sends

@@ -146,6 +146,8 @@ static void test_connections_gauge_and_process_series(void **state)
     rl_metrics_count_connection_shed(mt);
     rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1));
     rl_metrics_count_accept_pause(mt);
+    rl_metrics_count_header_block_refused(rl_metrics_thread(metrics, 1));
+    rl_metrics_count_header_block_refused(rl_metrics_thread(metrics, 1));
     rl_metrics_set_draining(metrics, true);
     rl_metrics_count_reload(metrics, true);
     rl_metrics_count_reload(metrics, false);
@@ -153,6 +155,7 @@ static void test_connections_gauge_and_process_series(void **state)
     assert_int_equal(value_of(text, "ratelimitd_open_connections"), 1);
     assert_int_equal(value_of(text, "ratelimitd_connections_shed_total"), 2); /* summed over threads */
     assert_int_equal(value_of(text, "ratelimitd_accept_pauses_total"), 1);
+    assert_int_equal(value_of(text, "ratelimitd_http2_header_blocks_refused_total"), 2);
     assert_int_equal(value_of(text, "ratelimitd_draining"), 1);
     assert_int_equal(value_of(text, "ratelimitd_config_reloads_total{result=\"ok\"}"), 1);
     assert_int_equal(value_of(text, "ratelimitd_config_reloads_total{result=\"rejected\"}"), 1);
