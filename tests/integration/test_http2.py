@@ -8,6 +8,8 @@ loop turn later, while an HTTP/1.1 socket is parked: src/http1_park.c).
 import json
 import os
 import re
+import socket
+import ssl
 import sys
 import time
 import uuid
@@ -208,6 +210,41 @@ class Http2Test(h.RLTestCase):
                     "https://127.0.0.1:%d/limit" % self.tls_port])
         self.assertEqual(r.stdout, "200", r.stderr)
         self.assertAlive(self.d)
+
+    @staticmethod
+    def tls12_context(alpn=None, tickets=True):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if not tickets:
+            ctx.options |= ssl.OP_NO_TICKET
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        return ctx
+
+    def tls_connect(self, ctx, session=None):
+        return ctx.wrap_socket(socket.create_connection((h.HOST, self.tls_port), timeout=5), session=session)
+
+    def test_alpn_offers_h2_and_http11_only(self):
+        for offered, chosen in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1"), (["h2-14"], None)):
+            with self.tls_connect(self.tls12_context(alpn=offered)) as s:
+                self.assertEqual(s.selected_alpn_protocol(), chosen, "ALPN for %r" % offered)
+                if chosen != "h2":  # served as HTTP/1.1, with or without ALPN
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 200"))
+
+    def test_tls_sessions_resume_by_ticket_not_from_a_server_cache(self):
+        """OpenSSL's server-side cache would hold up to 20,480 TLS 1.2 sessions per listener
+        (~21 MB): it is off, and sessions resume by ticket instead."""
+        for tickets in (True, False):
+            ctx = self.tls12_context(tickets=tickets)
+            with self.tls_connect(ctx) as first:
+                first.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                first.recv(100)  # the session (and any ticket) is complete once data has flowed
+                session = first.session
+            with self.tls_connect(ctx, session=session) as again:
+                self.assertEqual(again.session_reused, tickets, "TLS 1.2 with tickets=%s" % tickets)
 
     def test_h2load_all_2xx(self):
         r = h.run_cmd(["h2load", "-n", "200", "-c", "2", "-m", "10", "-H", "X-API-Key: bulk-key",
