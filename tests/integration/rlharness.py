@@ -784,10 +784,12 @@ def curl(args, timeout=15):
     return run_cmd([CURL, "-sS", "--max-time", str(max(1, timeout - 2))] + list(args), timeout=timeout)
 
 
-def make_self_signed_cert(tmpdir):
+def make_self_signed_cert(tmpdir, key_type="rsa:2048"):
+    """`key_type` as openssl req -newkey takes it; "ec" makes an ECDSA P-256 key (scripts/run's)."""
     cert = os.path.join(tmpdir, "cert.pem")
     key = os.path.join(tmpdir, "key.pem")
-    r = run_cmd(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+    newkey = ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if key_type == "ec" else [key_type]
+    r = run_cmd(["openssl", "req", "-x509", "-newkey"] + newkey + ["-nodes", "-keyout", key, "-out", cert,
                  "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], timeout=60)
     if r.returncode != 0:
         raise RuntimeError("openssl failed: %s" % r.stderr)

@@ -2,7 +2,8 @@
 HTTP/2: cleartext h2c with prior knowledge or by Upgrade, h2 over TLS chosen by ALPN, HTTP/1.1 over
 TLS, and a short h2load run; the rate-limit contract is the same over every protocol. Every test
 runs twice: with the local store (answers in the same loop turn) and with memcached (answers a
-loop turn later, while an HTTP/1.1 socket is parked: src/http1_park.c).
+loop turn later, while an HTTP/1.1 socket is parked: src/http1_park.c), and with an RSA and an
+ECDSA certificate respectively.
 """
 
 import json
@@ -35,12 +36,14 @@ def parse_curl_i(out):
 
 
 class Http2Test(h.RLTestCase):
+    KEY_TYPE = "rsa:2048"
+
     def backend(self):
         return None
 
     def setUp(self):
         super().setUp()
-        self.cert, self.key = h.make_self_signed_cert(self.tmpdir)
+        self.cert, self.key = h.make_self_signed_cert(self.tmpdir, self.KEY_TYPE)
         self.port = h.free_port()
         self.tls_port = h.free_port()
         cfg = h.base_config(self.port, self.backend())
@@ -268,6 +271,8 @@ class Http2Test(h.RLTestCase):
 
 
 class Http2MemcachedTest(Http2Test):
+    KEY_TYPE = "ec"  # the certificate scripts/run makes: ECDSA P-256
+
     def backend(self):
         (node,) = self.memcached(1)
         return [node.addr]
