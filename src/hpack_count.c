@@ -7,7 +7,9 @@
 #include "ratelimitd/error.h"
 #include "ratelimitd/hpack_count.h"
 
-/* 28 bits name any length a frame can carry; more continuation bytes are not a real block. */
+/* h2o 2.2.5's decoder (decode_int in lib/http2/hpack.c) also gives up after 4 continuation bytes.
+ * The two must agree: a block this walk calls malformed goes to h2o uncounted, so if h2o accepted
+ * a longer integer, a bomb built with them would be decoded in full. */
 #define MAX_INT_CONTINUATIONS 4
 
 /* An integer of RFC 7541 5.1 with a `bits`-bit prefix in the byte at *pos (which exists). */

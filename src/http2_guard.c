@@ -21,7 +21,8 @@
 
 #define PARSER_SYMBOL "h2o_hpack_parse_headers"
 
-/* The relocations through which a shared object calls or takes the address of a function. */
+/* The relocations through which a shared object calls or takes the address of a function (both
+ * architectures are 64-bit, hence ELF64_R_TYPE and ELF64_R_SYM below). */
 #if defined(__x86_64__)
 #define RL_R_JUMP_SLOT R_X86_64_JUMP_SLOT
 #define RL_R_GLOB_DAT R_X86_64_GLOB_DAT
@@ -35,6 +36,9 @@
 int h2o_hpack_parse_headers(h2o_req_t *req, struct st_h2o_hpack_header_table_t *header_table, const uint8_t *src,
                             size_t len, int *pseudo_header_exists_map, size_t *content_length,
                             h2o_cache_digests_t **digests, const char **err_desc);
+/* the guard forwards through rl_hpack_parser_fn: the two must not drift apart */
+_Static_assert(__builtin_types_compatible_p(__typeof__(&h2o_hpack_parse_headers), rl_hpack_parser_fn),
+               "rl_hpack_parser_fn differs from h2o_hpack_parse_headers");
 
 int h2o_hpack_parse_headers(h2o_req_t *req, struct st_h2o_hpack_header_table_t *header_table, const uint8_t *src,
                             size_t len, int *pseudo_header_exists_map, size_t *content_length,
@@ -54,31 +58,33 @@ int h2o_hpack_parse_headers(h2o_req_t *req, struct st_h2o_hpack_header_table_t *
                                 err_desc);
 }
 
-/* What the dynamic linker wrote into libh2o's slots for the parser: how many there are, and how
- * many hold the guard's address. */
+/* What the dynamic linker wrote into libh2o's slots for the parser. */
 typedef struct st_binding_check_t {
-    const void *library_symbol; /* libh2o's own definition: identifies the object to inspect */
+    uintptr_t library_parser; /* libh2o's own definition: identifies the object to inspect */
     uintptr_t guard;
-    size_t slots, bound_to_guard;
-    bool object_found;
+    size_t slots, to_guard, to_library; /* the rest are unresolved (lazy binding) */
+    bool object_found, readable;        /* readable: it has the dynamic tables the check reads */
 } binding_check_t;
 
-static bool object_contains(const struct dl_phdr_info *info, const void *addr)
+static bool object_contains(const struct dl_phdr_info *info, uintptr_t addr)
 {
     for (ElfW(Half) i = 0; i != info->dlpi_phnum; ++i) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         uintptr_t start = info->dlpi_addr + ph->p_vaddr;
-        if (ph->p_type == PT_LOAD && (uintptr_t)addr >= start && (uintptr_t)addr - start < ph->p_memsz)
+        if (ph->p_type == PT_LOAD && addr >= start && addr - start < ph->p_memsz)
             return true;
     }
     return false;
 }
 
-/* glibc rewrites these dynamic entries to run-time addresses when it loads an object; a loader
- * that does not leaves them relative to the object's base. */
+/* glibc rewrites the dynamic section's addresses to run-time ones when it loads an object (when
+ * that section is writable); other loaders leave them relative to the object's base. Whichever
+ * lands inside the object is the one; 0 if neither does. */
 static uintptr_t dyn_address(const struct dl_phdr_info *info, ElfW(Addr) ptr)
 {
-    return ptr < info->dlpi_addr ? info->dlpi_addr + ptr : ptr;
+    if (object_contains(info, ptr))
+        return ptr;
+    return object_contains(info, info->dlpi_addr + ptr) ? info->dlpi_addr + ptr : 0;
 }
 
 static void check_relocations(const struct dl_phdr_info *info, const ElfW(Rela) * rel, size_t size,
@@ -90,9 +96,10 @@ static void check_relocations(const struct dl_phdr_info *info, const ElfW(Rela) 
             continue;
         if (strcmp(strtab + symtab[ELF64_R_SYM(rel[i].r_info)].st_name, PARSER_SYMBOL) != 0)
             continue;
+        uintptr_t slot = *(const uintptr_t *)(info->dlpi_addr + rel[i].r_offset);
         ++check->slots;
-        if (*(const uintptr_t *)(info->dlpi_addr + rel[i].r_offset) == check->guard)
-            ++check->bound_to_guard;
+        check->to_guard += slot == check->guard;
+        check->to_library += slot == check->library_parser;
     }
 }
 
@@ -100,7 +107,7 @@ static int inspect_object(struct dl_phdr_info *info, size_t size, void *data)
 {
     binding_check_t *check = data;
     (void)size;
-    if (!object_contains(info, check->library_symbol))
+    if (!object_contains(info, check->library_parser))
         return 0;
     check->object_found = true;
     const ElfW(Dyn) *dyn = NULL;
@@ -112,6 +119,7 @@ static int inspect_object(struct dl_phdr_info *info, size_t size, void *data)
     const char *strtab = NULL;
     const ElfW(Rela) *plt_rel = NULL, *rel = NULL;
     size_t plt_rel_size = 0, rel_size = 0;
+    ElfW(Sxword) plt_rel_kind = DT_RELA;
     for (; dyn != NULL && dyn->d_tag != DT_NULL; ++dyn) {
         switch (dyn->d_tag) {
         case DT_SYMTAB:
@@ -126,6 +134,9 @@ static int inspect_object(struct dl_phdr_info *info, size_t size, void *data)
         case DT_PLTRELSZ:
             plt_rel_size = dyn->d_un.d_val;
             break;
+        case DT_PLTREL:
+            plt_rel_kind = (ElfW(Sxword))dyn->d_un.d_val;
+            break;
         case DT_RELA:
             rel = (const ElfW(Rela) *)dyn_address(info, dyn->d_un.d_ptr);
             break;
@@ -134,29 +145,45 @@ static int inspect_object(struct dl_phdr_info *info, size_t size, void *data)
             break;
         }
     }
-    if (symtab != NULL && strtab != NULL) {
+    /* both architectures use RELA entries; anything else is not an object this check understands */
+    check->readable = symtab != NULL && strtab != NULL && plt_rel_kind == DT_RELA;
+    if (check->readable) {
         check_relocations(info, plt_rel, plt_rel_size, symtab, strtab, check);
         check_relocations(info, rel, rel_size, symtab, strtab, check);
     }
     return 1;
 }
 
+/* Why libh2o's calls would miss the guard, or NULL when every slot holds it. */
+static const char *binding_problem(const binding_check_t *check)
+{
+    if (check->library_parser == 0 || !check->object_found)
+        return "no shared library defines it";
+    if (!check->readable)
+        return "the library's dynamic section could not be read";
+    if (check->slots == 0)
+        return "the library calls it without a relocation";
+    if (check->to_library != 0)
+        return "the library binds it to its own definition, as -Bsymbolic does";
+    if (check->to_guard != check->slots)
+        return "the library is bound lazily, so the binding cannot be checked before the first request: "
+               "start ratelimitd with LD_BIND_NOW=1";
+    return NULL;
+}
+
 int rl_http2_guard_resolve(rl_hpack_parser_fn *parser, char *err, size_t errlen)
 {
     void *library_parser = dlsym(RTLD_NEXT, PARSER_SYMBOL);
-    binding_check_t check = {library_parser, (uintptr_t)h2o_hpack_parse_headers, 0, 0, false};
+    binding_check_t check = {.library_parser = (uintptr_t)library_parser, .guard = (uintptr_t)h2o_hpack_parse_headers};
     if (library_parser != NULL)
         dl_iterate_phdr(inspect_object, &check);
-    /* Every slot must hold the guard: a library bound to itself (-Bsymbolic, protected symbols) or
-     * bound lazily has slots that do not, and the bound would silently not apply. */
-    if (!check.object_found || check.slots == 0 || check.bound_to_guard != check.slots) {
+    const char *problem = binding_problem(&check);
+    if (problem != NULL) {
         snprintf(err, errlen,
-                 "libh2o-evloop's calls to " PARSER_SYMBOL " do not reach ratelimitd's (%s), so HTTP/2 header "
-                 "blocks would have no field limit; ratelimitd needs a shared libh2o-evloop 2.2.x that binds "
-                 "them at load time through its PLT or GOT, as Debian's does",
-                 library_parser == NULL ? "no shared definition found"
-                 : check.slots == 0     ? "no relocation for it in the library"
-                                        : "the library binds them elsewhere");
+                 "libh2o-evloop's calls to " PARSER_SYMBOL " would not reach ratelimitd's (%s), so HTTP/2 header "
+                 "blocks would have no field limit; ratelimitd needs a shared libh2o-evloop 2.2.x that calls it "
+                 "through its PLT, as Debian's does",
+                 problem);
         return RL_ERR_INVALID;
     }
     *parser = (rl_hpack_parser_fn)library_parser;

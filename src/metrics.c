@@ -326,8 +326,8 @@ static void render_requests(rl_metrics_t *m, rl_text_t *out)
                 "# TYPE ratelimitd_accept_pauses_total counter\nratelimitd_accept_pauses_total %llu\n",
                 (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, accept_pauses)));
     text_printf(out,
-                "# HELP ratelimitd_http2_header_blocks_refused_total HTTP/2 header blocks of more than 104 fields, "
-                "refused undecoded with their connection.\n"
+                "# HELP ratelimitd_http2_header_blocks_refused_total HTTP/2 header blocks refused undecoded, with "
+                "their connection, for naming too many fields.\n"
                 "# TYPE ratelimitd_http2_header_blocks_refused_total counter\n"
                 "ratelimitd_http2_header_blocks_refused_total %llu\n",
                 (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, header_blocks_refused)));

@@ -212,8 +212,8 @@ static SSL_CTX *create_ssl_ctx(const rl_listen_config_t *listen, char *err, size
     }
     SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    /* OpenSSL's server-side session cache keeps up to 20,480 TLS 1.2 sessions per listener (~21 MB
-     * of RSS after 25,000 handshakes without tickets); tickets resume sessions without it. */
+    /* OpenSSL's server-side session cache keeps up to 20,480 TLS 1.2 sessions per listener, memory
+     * any client can fill by handshaking without tickets; tickets resume sessions without it. */
     SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
     if (SSL_CTX_use_certificate_chain_file(ssl_ctx, listen->tls_certificate) != 1) {
         snprintf(err, errlen, "cannot load TLS certificate %s: %s", listen->tls_certificate, tls_error_reason());

@@ -104,15 +104,17 @@ static void check_as_recipe(const uint8_t *data, size_t size)
     static uint8_t block[BLOCK_MAX];
     recipe_t r = {data, size, 0};
     size_t len = 0, last = 0, fields = 0, counted;
-    /* a representation takes at most 2 strings of 300 bytes and 3 integers of 3 bytes */
+    /* a representation takes at most an index of 5 bytes and 2 strings of 2 + 300 bytes */
     while (r.pos < r.size && len + 700 < sizeof(block)) {
         last = len;
         len += put_representation(block + len, &r, &fields);
     }
     CHECK(rl_hpack_count_fields(block, len, NO_LIMIT, &counted) == RL_OK);
     CHECK(counted == fields);
+    /* the walk reaches `last` whatever follows it, so the last representation's cuts are checked
+     * alone: walking the whole prefix again for each cut made the target ~10x slower */
     for (size_t cut = last + 1; cut < len; ++cut)
-        CHECK(rl_hpack_count_fields(block, cut, NO_LIMIT, &counted) == RL_ERR_INVALID);
+        CHECK(rl_hpack_count_fields(block + last, cut - last, NO_LIMIT, &counted) == RL_ERR_INVALID);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -42,29 +42,45 @@ def h2_request_block(path, key):
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-def copy_libh2o_with_symbolic_binding(directory):
+DT_NULL, DT_FLAGS, DT_FLAGS_1 = 0, 30, 0x6ffffffb
+DF_SYMBOLIC, DF_BIND_NOW, DF_1_NOW = 0x2, 0x8, 0x1
+
+
+def copy_libh2o(directory, flags_on=0, flags_off=0, flags_1_off=0):
     """Copies the libh2o-evloop that ratelimitd loads into `directory`, under its soname, with
-    DF_SYMBOLIC added to DT_FLAGS (what -Bsymbolic sets). False if it has no DT_FLAGS entry."""
+    DT_FLAGS bits `flags_on` set (DF_SYMBOLIC is what -Bsymbolic sets) and `flags_off` cleared,
+    and DT_FLAGS_1 bits `flags_1_off` cleared. A missing DT_FLAGS takes the place of a spare
+    DT_NULL at the end of the dynamic section."""
     ldd = subprocess.run(["ldd", h.rl_binary()], stdout=subprocess.PIPE, text=True, check=True).stdout
     found = re.search(r"^\s*(libh2o-evloop\.so\S*) => (\S+)", ldd, re.M)
     if found is None:
         raise AssertionError("ratelimitd does not load a shared libh2o-evloop:\n" + ldd)
     with open(found.group(2), "rb") as f:
         elf = bytearray(f.read())
+    if elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
+        h.fail_hard("%s is not a 64-bit little-endian ELF object" % found.group(2))
     phoff, = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    dynamic = None
     for i in range(phnum):
         p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
-        if p_type != 2:  # PT_DYNAMIC
-            continue
-        for at in range(p_offset, p_offset + p_filesz, 16):
-            tag, value = struct.unpack_from("<qQ", elf, at)
-            if tag == 30:  # DT_FLAGS
-                struct.pack_into("<Q", elf, at + 8, value | 0x2)  # DF_SYMBOLIC
-                with open(os.path.join(directory, found.group(1)), "wb") as f:
-                    f.write(elf)
-                return True
-    return False
+        if p_type == 2:  # PT_DYNAMIC
+            dynamic = range(p_offset, p_offset + p_filesz - 15, 16)
+    entries = {struct.unpack_from("<q", elf, at)[0]: at for at in reversed(dynamic)}
+    if DT_FLAGS not in entries:
+        nulls = [at for at in dynamic if struct.unpack_from("<q", elf, at)[0] == DT_NULL]
+        if len(nulls) < 2:
+            h.fail_hard("%s has neither DT_FLAGS nor a spare DT_NULL" % found.group(2))
+        struct.pack_into("<qQ", elf, nulls[0], DT_FLAGS, 0)
+        entries[DT_FLAGS] = nulls[0]
+    at = entries[DT_FLAGS]
+    struct.pack_into("<Q", elf, at + 8, (struct.unpack_from("<Q", elf, at + 8)[0] | flags_on) & ~flags_off)
+    if DT_FLAGS_1 in entries:
+        at = entries[DT_FLAGS_1]
+        struct.pack_into("<Q", elf, at + 8, struct.unpack_from("<Q", elf, at + 8)[0] & ~flags_1_off)
+    with open(os.path.join(directory, found.group(1)), "wb") as f:
+        f.write(elf)
+
 
 
 def hpack_bomb_frames(stream, end_stream):
@@ -159,6 +175,40 @@ class H2Raw:
 
     def close(self):
         self.s.close()
+
+
+def h2_exchange(port, frames, wait_for=None):
+    """Sends `frames` on a new h2c connection and reads until the server closes it, sends
+    GOAWAY, answers stream `wait_for` or is silent for 5 s; returns the streams answered with
+    HEADERS, the GOAWAY's (error code, debug data) or None, and whether the server closed (h2o
+    closes a loop turn or more after its GOAWAY, so that close is waited for)."""
+    conn = H2Raw(port)
+    answered, goaway = set(), None
+    try:
+        conn.send(frames)
+        for ftype, _, stream, payload in conn.frames(timeout=5):
+            if ftype == 1:
+                answered.add(stream)
+                if stream == wait_for:
+                    break
+            elif ftype == 7:
+                goaway = (struct.unpack(">I", payload[4:8])[0], payload[8:])
+                break
+        closed = recv_eof(conn.s, 2 if goaway else 0.01)
+    except OSError:
+        closed = True
+    finally:
+        conn.close()
+    return answered, goaway, closed
+
+
+def extra_fields(n):
+    return b"".join(b"\x00" + hpack_str("x-f%d" % i) + hpack_str("v") for i in range(n))
+
+
+def many_fields_block(fields):
+    """A GET /healthz header block of `fields` fields: 4 pseudo-fields, the key, and fillers."""
+    return h2_request_block("/healthz", "fields") + extra_fields(fields - 5)
 
 
 class HostileClientsTest(h.RLTestCase):
@@ -602,7 +652,7 @@ class HostileClientsTest(h.RLTestCase):
         frames = hpack_bomb_frames(1, end_stream=True)
         # then an ordinary request on the same connection (no backend call): it must get no answer
         frames += h2_frame(1, 0x5, 3, h2_request_block("/healthz", "after-bomb"))
-        answered, goaway, closed = self.h2_exchange(frames)
+        answered, goaway, closed = h2_exchange(self.port, frames)
         self.assertTrue(closed, "the connection that sent an HPACK bomb was not closed")
         self.assertNotIn(3, answered, "a request after the bomb was answered on the same connection")
         self.assertEqual(goaway, (9, b"too many header fields"), "GOAWAY (error code, debug data)")
@@ -621,7 +671,7 @@ class HostileClientsTest(h.RLTestCase):
         for _ in range(3):
             frames = b"".join(hpack_bomb_frames(1 + 2 * i, end_stream=False) for i in range(20))
             # the server closes while the client still sends, so its GOAWAY may be lost in a reset
-            _, _, closed = self.h2_exchange(frames)
+            _, _, closed = h2_exchange(self.port, frames)
             self.assertTrue(closed, "a connection sending HPACK bombs was not closed")
             after.append(self.d.rss_kb())
         print("20 HPACK bombs without END_STREAM per connection: RSS %d KiB before, %r KiB after each" % (rss, after))
@@ -634,24 +684,25 @@ class HostileClientsTest(h.RLTestCase):
 
     def test_h2_header_field_bound(self):
         """The bound is HTTP/1.1's 100 header lines plus HTTP/2's four request pseudo-fields:
-        a request of 104 fields is served, one of 105 closes its connection, and a request whose
-        header fields (not pseudo-fields) number more than 100 gets 431."""
-        def block(extra):
-            return h2_request_block("/healthz", "fields") + b"".join(
-                b"\x00" + hpack_str("x-f%d" % i) + hpack_str("v") for i in range(extra))
-
-        # h2_request_block names 4 pseudo-fields and one header field
-        answered, goaway, closed = self.h2_exchange(h2_frame(1, 0x5, 1, block(99)), wait_for=1)
+        a request of 104 fields is served, one of 105 closes its connection, a trailer block is
+        bounded on its own, and a request whose header fields (not pseudo-fields) number more
+        than 100 gets ratelimitd's 431."""
+        answered, goaway, closed = h2_exchange(self.port, h2_frame(1, 0x5, 1, many_fields_block(104)), wait_for=1)
         self.assertIn(1, answered, "a request of 104 header fields was not answered")
         self.assertIsNone(goaway)
         self.assertFalse(closed)
-        answered, goaway, closed = self.h2_exchange(h2_frame(1, 0x5, 1, block(100)))
+        answered, goaway, closed = h2_exchange(self.port, h2_frame(1, 0x5, 1, many_fields_block(105)))
         self.assertNotIn(1, answered, "a request of 105 header fields was answered")
         self.assertEqual(goaway, (9, b"too many header fields"))
         self.assertTrue(closed)
-        # without :authority, 101 header fields pass the bound, and get HTTP/1.1's answer: 431
-        no_authority = b"\x82\x86\x04" + hpack_str("/healthz") + b"".join(
-            b"\x00" + hpack_str("x-f%d" % i) + hpack_str("v") for i in range(101))
+        # a POST's headers, one byte of body, then trailers of 105 fields
+        post = b"\x83\x86\x04" + hpack_str("/healthz") + b"\x01" + hpack_str("127.0.0.1")
+        frames = h2_frame(1, 0x4, 1, post) + h2_frame(0, 0, 1, b"x") + h2_frame(1, 0x5, 1, extra_fields(105))
+        answered, goaway, closed = h2_exchange(self.port, frames)
+        self.assertEqual(goaway, (9, b"too many header fields"), "a trailer block of 105 fields")
+        self.assertTrue(closed)
+        # without :authority, 101 header fields pass the bound, and get 431
+        no_authority = b"\x82\x86\x04" + hpack_str("/healthz") + extra_fields(101)
         conn = H2Raw(self.port)
         try:
             conn.send(h2_frame(1, 0x5, 1, no_authority))
@@ -660,52 +711,60 @@ class HostileClientsTest(h.RLTestCase):
             conn.close()
         self.assertIn(b"431", status, "101 header fields over HTTP/2: %r" % status)
 
-    def test_start_up_refuses_a_libh2o_that_binds_its_own_parser(self):
+    def test_h2_integer_lengths_agree_with_the_counter(self):
+        """src/hpack_count.c calls a block malformed at an integer of more than 4 continuation
+        bytes and leaves it to libh2o. That is safe only while libh2o refuses such an integer too:
+        if it accepted one, a bomb behind it would be decoded uncounted."""
+        for continuation_bytes, refused in ((4, False), (5, True)):
+            update = b"\x3f" + b"\x80" * (continuation_bytes - 1) + b"\x00"  # table size 31
+            block = update + many_fields_block(104 if refused else 5)
+            answered, goaway, _ = h2_exchange(self.port, h2_frame(1, 0x5, 1, block), wait_for=1)
+            if refused:
+                self.assertEqual(goaway and goaway[0], 9, "libh2o accepted %d continuation bytes" % continuation_bytes)
+            else:
+                self.assertIn(1, answered, "%d continuation bytes" % continuation_bytes)
+
+    def test_start_up_refuses_a_libh2o_whose_calls_would_miss_the_guard(self):
         """The bound works only while libh2o's calls to h2o_hpack_parse_headers reach ratelimitd's
-        definition. A library linked with -Bsymbolic (as some distributions' build flags do) binds
-        them to its own: ratelimitd must then refuse to start, not run without the bound. The test
-        makes such a library by setting DF_SYMBOLIC in a copy of the installed one."""
-        lib_dir = os.path.join(self.tmpdir, "symbolic-lib")
-        os.mkdir(lib_dir)
-        if not copy_libh2o_with_symbolic_binding(lib_dir):
-            h.fail_hard("cannot find libh2o-evloop's DT_FLAGS to make a -Bsymbolic copy of it")
-        port = h.free_port()
-        path = os.path.join(self.tmpdir, "symbolic.yaml")
-        with open(path, "w") as f:
-            f.write(h.to_yaml(h.base_config(port)))
-        env = dict(os.environ, LD_LIBRARY_PATH=lib_dir)
-        r = subprocess.run([h.rl_binary(), "-c", path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=20, env=env)
-        self.assertEqual(r.returncode, 1, r.stderr[-3000:])
-        self.assertIn("h2o_hpack_parse_headers do not reach ratelimitd's (the library binds them elsewhere)",
-                      r.stderr)
-        self.assertFalse(h.port_accepts(port))
+        definition. A library linked with -Bsymbolic binds them to its own: ratelimitd must then
+        refuse to start, not run without the bound. One bound lazily cannot be checked before its
+        first call: refused too, unless LD_BIND_NOW=1 binds it at load. The test makes such
+        libraries from the installed one by changing its dynamic flags."""
+        cases = [("symbolic", dict(flags_on=DF_SYMBOLIC), {},
+                  "the library binds it to its own definition, as -Bsymbolic does"),
+                 ("lazy", dict(flags_off=DF_BIND_NOW, flags_1_off=DF_1_NOW), {}, "the library is bound lazily"),
+                 ("lazy-bound-now", dict(flags_off=DF_BIND_NOW, flags_1_off=DF_1_NOW), {"LD_BIND_NOW": "1"}, None)]
+        for name, flags, extra_env, refusal in cases:
+            lib_dir = os.path.join(self.tmpdir, name)
+            os.mkdir(lib_dir)
+            copy_libh2o(lib_dir, **flags)
+            port = h.free_port()
+            path = os.path.join(self.tmpdir, name + ".yaml")
+            with open(path, "w") as f:
+                f.write(h.to_yaml(h.base_config(port)))
+            env = dict(os.environ, LD_LIBRARY_PATH=lib_dir, **extra_env)
+            proc = subprocess.Popen([h.rl_binary(), "-c", path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)
+            try:
+                if refusal is None:
+                    self.assertTrue(h.wait_port(port, 10), "%s: did not start" % name)
+                    _, goaway, _ = h2_exchange(port, h2_frame(1, 0x5, 1, many_fields_block(105)))
+                    self.assertEqual(goaway, (9, b"too many header fields"), name)
+                    proc.terminate()
+                _, stderr = proc.communicate(timeout=10)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if refusal is not None:
+                self.assertEqual(proc.returncode, 1, "%s: %s" % (name, stderr[-3000:]))
+                self.assertIn("h2o_hpack_parse_headers would not reach ratelimitd's (" + refusal, stderr)
+                self.assertFalse(h.port_accepts(port))
+            else:
+                self.assertEqual(proc.returncode, 0, "%s: %s" % (name, stderr[-3000:]))
 
     def refused_blocks(self):
         return self.d.metrics().get("ratelimitd_http2_header_blocks_refused_total", 0)
-
-    def h2_exchange(self, frames, wait_for=None):
-        """Sends `frames` on a new h2c connection and reads until the server closes it, sends
-        GOAWAY, answers stream `wait_for` or is silent for 5 s; returns the streams answered with
-        HEADERS, the GOAWAY's (error code, debug data) or None, and whether the server closed."""
-        conn = H2Raw(self.port)
-        answered, goaway = set(), None
-        try:
-            conn.send(frames)
-            for ftype, _, stream, payload in conn.frames(timeout=5):
-                if ftype == 1:
-                    answered.add(stream)
-                    if stream == wait_for:
-                        break
-                elif ftype == 7:
-                    goaway = (struct.unpack(">I", payload[4:8])[0], payload[8:])
-                    break
-            closed = recv_eof(conn.s, 0.01)
-        except OSError:
-            closed = True
-        finally:
-            conn.close()
-        return answered, goaway, closed
 
     def test_h2_junk_frames(self):
         cases = [

@@ -238,8 +238,8 @@ class Http2Test(h.RLTestCase):
                     self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 200"))
 
     def test_tls_sessions_resume_by_ticket_not_from_a_server_cache(self):
-        """OpenSSL's server-side cache would hold up to 20,480 TLS 1.2 sessions per listener
-        (~21 MB): it is off, and sessions resume by ticket instead."""
+        """OpenSSL's server-side cache would hold up to 20,480 TLS 1.2 sessions per listener: it is
+        off, and sessions resume by ticket instead."""
         for tickets in (True, False):
             ctx = self.tls12_context(tickets=tickets)
             with self.tls_connect(ctx) as first:
