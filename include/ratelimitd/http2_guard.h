@@ -10,7 +10,8 @@
  * definition; that one counts the block's fields (hpack_count.h), refuses a block of more than
  * RL_HTTP2_MAX_FIELDS with a connection error, and hands the others to libh2o's own parser.
  * rl_http2_guard_resolve() checks at start-up, in libh2o's relocations, that the binding is in
- * effect: a library linked with -Bsymbolic, or bound lazily, would bypass the guard silently.
+ * effect: a library linked with -Bsymbolic binds the calls to its own parser, which would bypass
+ * the guard silently, and one bound lazily has nothing to check until its first call.
  */
 #ifndef RATELIMITD_HTTP2_GUARD_H
 #define RATELIMITD_HTTP2_GUARD_H
