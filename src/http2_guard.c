@@ -79,10 +79,10 @@ static bool object_contains(const struct dl_phdr_info *info, uintptr_t addr)
 
 /* glibc rewrites the dynamic section's addresses to run-time ones when it loads an object (when
  * that section is writable); other loaders leave them relative to the object's base. Whichever
- * lands inside the object is the one; 0 if neither does. */
+ * lands inside the object is the one; 0 for an absent entry or if neither does. */
 static uintptr_t dyn_address(const struct dl_phdr_info *info, ElfW(Addr) ptr)
 {
-    if (object_contains(info, ptr))
+    if (ptr == 0 || object_contains(info, ptr))
         return ptr;
     return object_contains(info, info->dlpi_addr + ptr) ? info->dlpi_addr + ptr : 0;
 }
@@ -115,41 +115,21 @@ static int inspect_object(struct dl_phdr_info *info, size_t size, void *data)
         if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
             dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
     }
-    const ElfW(Sym) *symtab = NULL;
-    const char *strtab = NULL;
-    const ElfW(Rela) *plt_rel = NULL, *rel = NULL;
-    size_t plt_rel_size = 0, rel_size = 0;
-    ElfW(Sxword) plt_rel_kind = DT_RELA;
+    /* the entries the check reads all have tags below DT_NUM: keep each one's value by tag */
+    ElfW(Xword) value[DT_NUM] = {[DT_PLTREL] = DT_RELA};
     for (; dyn != NULL && dyn->d_tag != DT_NULL; ++dyn) {
-        switch (dyn->d_tag) {
-        case DT_SYMTAB:
-            symtab = (const ElfW(Sym) *)dyn_address(info, dyn->d_un.d_ptr);
-            break;
-        case DT_STRTAB:
-            strtab = (const char *)dyn_address(info, dyn->d_un.d_ptr);
-            break;
-        case DT_JMPREL:
-            plt_rel = (const ElfW(Rela) *)dyn_address(info, dyn->d_un.d_ptr);
-            break;
-        case DT_PLTRELSZ:
-            plt_rel_size = dyn->d_un.d_val;
-            break;
-        case DT_PLTREL:
-            plt_rel_kind = (ElfW(Sxword))dyn->d_un.d_val;
-            break;
-        case DT_RELA:
-            rel = (const ElfW(Rela) *)dyn_address(info, dyn->d_un.d_ptr);
-            break;
-        case DT_RELASZ:
-            rel_size = dyn->d_un.d_val;
-            break;
-        }
+        if (dyn->d_tag > 0 && dyn->d_tag < DT_NUM)
+            value[dyn->d_tag] = dyn->d_un.d_val;
     }
+    const ElfW(Sym) *symtab = (const ElfW(Sym) *)dyn_address(info, value[DT_SYMTAB]);
+    const char *strtab = (const char *)dyn_address(info, value[DT_STRTAB]);
     /* both architectures use RELA entries; anything else is not an object this check understands */
-    check->readable = symtab != NULL && strtab != NULL && plt_rel_kind == DT_RELA;
+    check->readable = symtab != NULL && strtab != NULL && value[DT_PLTREL] == DT_RELA;
     if (check->readable) {
-        check_relocations(info, plt_rel, plt_rel_size, symtab, strtab, check);
-        check_relocations(info, rel, rel_size, symtab, strtab, check);
+        check_relocations(info, (const ElfW(Rela) *)dyn_address(info, value[DT_JMPREL]), value[DT_PLTRELSZ], symtab,
+                          strtab, check);
+        check_relocations(info, (const ElfW(Rela) *)dyn_address(info, value[DT_RELA]), value[DT_RELASZ], symtab, strtab,
+                          check);
     }
     return 1;
 }
