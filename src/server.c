@@ -1,11 +1,9 @@
 /*
- * Listeners, TLS and the loop threads.
+ * The server: its h2o configuration, the listening sockets (listener.c), and the loop threads.
  *
- * Every loop thread gets its own listening socket per configured port, all bound with
- * SO_REUSEPORT, so the kernel spreads new connections over the threads and no accept lock or
- * hand-off exists. All sockets are bound on the main thread before any thread starts, so a
- * port in use fails start-up with a clear message instead of a half-running daemon; a probe
- * bound without SO_REUSEPORT first catches a port that another ratelimitd already shares.
+ * Every loop thread gets its own listening socket per configured port; all are bound on the
+ * main thread before any thread starts. Each thread then runs its own h2o context, accepts on
+ * its own sockets (connections.c) and keeps its own store connections and deny cache.
  *
  * The main thread talks to the loops only through h2o multithread queues: a reload message
  * carries new limits, a shutdown message starts the drain. A draining thread closes its
@@ -14,24 +12,19 @@
  * shutdown_grace_ms.
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
-#include <arpa/inet.h>
-#include <errno.h>
 #include <sched.h>
-#include <stddef.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include "ratelimitd/connections.h"
 #include "ratelimitd/error.h"
 #include "ratelimitd/fd_budget.h"
+#include "ratelimitd/listener.h"
 #include "ratelimitd/log.h"
 #include "ratelimitd/server.h"
 
@@ -44,12 +37,6 @@
  */
 #define RL_GOAWAY_RESEND_MS 1000
 #define RL_HALF_CLOSE_AFTER_MS (RL_GOAWAY_RESEND_MS + 100)
-/*
- * When accept() finds no descriptor left, the connection stays in the kernel's backlog and the
- * listener stays readable: a thread stops accepting this long instead of spinning on it.
- */
-#define RL_ACCEPT_PAUSE_MS 100
-#define RL_ACCEPT_ERROR_LOG_EVERY_MS 1000
 
 typedef enum { RL_MSG_RELOAD, RL_MSG_SHUTDOWN } rl_message_kind_t;
 
@@ -71,8 +58,7 @@ struct st_rl_server_t {
     rl_hpack_parser_fn hpack_parser; /* libh2o's, which the HTTP/2 guard calls */
     rl_worker_t *workers;
     size_t num_workers;
-    _Atomic size_t connections;
-    uint32_t max_connections; /* in force: server.max_connections within the open-file limit */
+    rl_connection_limit_t connection_limit; /* open client connections against the limit in force */
     _Atomic bool draining;
     bool running;
     /* The main thread waits until every loop it started can take messages. Not a barrier: when a
@@ -127,110 +113,6 @@ static size_t resolve_threads(uint32_t configured)
     return cpus > 0 ? (size_t)cpus : 1;
 }
 
-/* Fills `ss` with the address and port of `where`. Returns its length, or 0 with a message. */
-static socklen_t listen_address(const rl_listen_config_t *where, struct sockaddr_storage *ss, char *err, size_t errlen)
-{
-    memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, where->address, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(where->port);
-        return sizeof(*sin);
-    }
-    if (inet_pton(AF_INET6, where->address, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(where->port);
-        return sizeof(*sin6);
-    }
-    snprintf(err, errlen, "listen address %s is not an IP address", where->address);
-    return 0;
-}
-
-/*
- * Binds one socket to `where`; listens on it too unless `probe_only`. A probe is bound without
- * SO_REUSEPORT, so it fails while anything listens on the port, another ratelimitd included:
- * SO_REUSEPORT alone would let a second daemon started by mistake share the port with this one
- * and silently take half of its connections. Returns the fd or -1 with a message in err.
- */
-static int bind_socket(const rl_listen_config_t *where, bool probe_only, char *err, size_t errlen)
-{
-    struct sockaddr_storage ss;
-    socklen_t sslen = listen_address(where, &ss, err, errlen);
-    if (sslen == 0)
-        return -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-        snprintf(err, errlen, "socket(): %s", strerror(errno));
-        return -1;
-    }
-    int on = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        (!probe_only && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
-        (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) != 0) ||
-        bind(fd, (struct sockaddr *)&ss, sslen) != 0 || (!probe_only && listen(fd, SOMAXCONN) != 0)) {
-        snprintf(err, errlen, "cannot listen on %s:%u: %s", where->address, where->port, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/*
- * Fails if something already listens on `where`. The probe is closed before the shared sockets
- * are bound; a second daemon that probes in that microsecond-wide gap is not caught.
- */
-static int check_port_free(const rl_listen_config_t *where, char *err, size_t errlen)
-{
-    int fd = bind_socket(where, true, err, errlen);
-    if (fd == -1)
-        return RL_ERR_IO;
-    close(fd);
-    return RL_OK;
-}
-
-/* Why OpenSSL's last call failed, and clears its queue. A missing file is a system error, for
- * which OpenSSL 3 has no reason string of its own (it would print as "(null)"). */
-static const char *tls_error_reason(void)
-{
-    unsigned long code = ERR_get_error();
-    const char *reason = ERR_SYSTEM_ERROR(code) ? strerror(ERR_GET_REASON(code)) : ERR_reason_error_string(code);
-    ERR_clear_error();
-    return reason != NULL ? reason : "unknown OpenSSL error";
-}
-
-/* h2o's own list adds the drafts h2-14 and h2-16, and leaves out http/1.1, so a client that offers
- * only http/1.1 was told no protocol was negotiated; h2o serves whatever is not h2 as HTTP/1.1. */
-static const h2o_iovec_t alpn_protocols[] = {{H2O_STRLIT("h2")}, {H2O_STRLIT("http/1.1")}, {NULL, 0}};
-
-static SSL_CTX *create_ssl_ctx(const rl_listen_config_t *listen, char *err, size_t errlen)
-{
-    SSL_CTX *ssl_ctx = SSL_CTX_new(TLS_server_method());
-    if (ssl_ctx == NULL) {
-        snprintf(err, errlen, "SSL_CTX_new failed");
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    /* OpenSSL's server-side session cache keeps up to 20,480 TLS 1.2 sessions per listener, memory
-     * any client can fill by handshaking without tickets; tickets resume sessions without it. */
-    SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
-    if (SSL_CTX_use_certificate_chain_file(ssl_ctx, listen->tls_certificate) != 1) {
-        snprintf(err, errlen, "cannot load TLS certificate %s: %s", listen->tls_certificate, tls_error_reason());
-        goto fail;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ssl_ctx, listen->tls_key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ssl_ctx) != 1) {
-        snprintf(err, errlen, "cannot load TLS key %s: %s", listen->tls_key, tls_error_reason());
-        goto fail;
-    }
-    h2o_ssl_register_alpn_protocols(ssl_ctx, alpn_protocols);
-    return ssl_ctx;
-fail:
-    SSL_CTX_free(ssl_ctx);
-    return NULL;
-}
-
 static void init_globalconf(rl_server_t *server)
 {
     const rl_config_t *config = server->config;
@@ -265,12 +147,13 @@ static int open_listeners(rl_server_t *server, char *err, size_t errlen)
         server->listen_fds[i] = -1;
     for (size_t l = 0; l < n; ++l) {
         const rl_listen_config_t *listen = &server->config->listen[l];
-        if (listen->tls_certificate != NULL && (server->ssl_ctxs[l] = create_ssl_ctx(listen, err, errlen)) == NULL)
+        if (listen->tls_certificate != NULL &&
+            (server->ssl_ctxs[l] = rl_listener_create_tls(listen, err, errlen)) == NULL)
             return RL_ERR_CONFIG;
-        if (check_port_free(listen, err, errlen) != RL_OK)
+        if (rl_listener_check_port_free(listen, err, errlen) != RL_OK)
             return RL_ERR_IO;
         for (size_t w = 0; w < server->num_workers; ++w) {
-            int fd = bind_socket(listen, false, err, errlen);
+            int fd = rl_listener_open(listen, err, errlen);
             if (fd == -1)
                 return RL_ERR_IO;
             server->listen_fds[w * n + l] = fd;
@@ -333,7 +216,7 @@ rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, ch
     /* from here on every failure goes through rl_server_destroy, which destroys these */
     pthread_mutex_init(&server->start_lock, NULL);
     pthread_cond_init(&server->start_cond, NULL);
-    server->max_connections = connections_in_force(config, server->num_workers);
+    server->connection_limit.max = connections_in_force(config, server->num_workers);
     rl_hash_secret_init(&server->secret, config->backend.key_hash_secret, strlen(config->backend.key_hash_secret));
     rl_limits_retain(limits);
     server->initial_limits = limits;
@@ -356,200 +239,6 @@ fail:
     return NULL;
 }
 
-/* Tracks one accepted connection so a draining thread can half-close the idle ones. */
-typedef struct st_rl_connection_t {
-    h2o_linklist_t link;
-    rl_worker_t *worker;
-    h2o_socket_t *sock;
-    uint64_t acked, received, progress_ms;
-} rl_connection_t;
-
-/* glibc's struct tcp_info ends before these fields of Linux >= 4.1, which follow it in the
- * kernel's layout; getsockopt says how much it filled, so an older kernel is noticed. */
-struct rl_tcp_info {
-    struct tcp_info base;
-    uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
-};
-
-/*
- * How long a connection may go without its peer sending a byte or acknowledging one. h2o 2.2.5
- * times out idle connections only: one whose answer cannot be written (a client that never
- * reads, an HTTP/2 stream whose window is zero) or whose request never ends is not idle to it,
- * and would hold its max_connections slot and its buffers forever. Twice idle_timeout_ms, plus
- * the longest a decision may wait for memcached, leaves h2o's own timers to act first.
- */
-static uint64_t stuck_after_ms(const rl_config_t *config)
-{
-    return 2 * (uint64_t)config->server.idle_timeout_ms +
-           (config->backend.type == RL_BACKEND_MEMCACHED ? config->backend.timeout_ms : 0);
-}
-
-/* A quarter of idle_timeout_ms, at least 250 ms: one getsockopt per connection per check. */
-static uint64_t watchdog_interval_ms(const rl_config_t *config)
-{
-    uint64_t quarter = config->server.idle_timeout_ms / 4;
-    return quarter > 250 ? quarter : 250;
-}
-
-/* Whether the peer made progress since the last check; false when TCP_INFO cannot tell. */
-static bool made_progress(rl_connection_t *conn, uint64_t now_ms)
-{
-    int fd = h2o_socket_get_fd(conn->sock);
-    struct rl_tcp_info info;
-    socklen_t len = sizeof(info);
-    if (fd == -1 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
-        len < offsetof(struct rl_tcp_info, bytes_received) + sizeof(info.bytes_received))
-        return true;
-    if (info.bytes_acked == conn->acked && info.bytes_received == conn->received)
-        return false;
-    conn->acked = info.bytes_acked;
-    conn->received = info.bytes_received;
-    conn->progress_ms = now_ms;
-    return true;
-}
-
-/* Shuts stuck connections down; h2o then closes them through its own error path. */
-static void on_watchdog(h2o_timeout_entry_t *entry)
-{
-    rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, watchdog_entry, entry);
-    /* monotonic: h2o 2.2.5's loop time is the wall clock, and a step of it must not look stuck */
-    uint64_t now = rl_now_mono_ms();
-    uint64_t limit = stuck_after_ms(worker->config);
-    for (h2o_linklist_t *node = worker->connection_list.next; node != &worker->connection_list; node = node->next) {
-        rl_connection_t *conn = H2O_STRUCT_FROM_MEMBER(rl_connection_t, link, node);
-        if (!made_progress(conn, now) && now - conn->progress_ms >= limit)
-            shutdown(h2o_socket_get_fd(conn->sock), SHUT_RDWR);
-    }
-    h2o_timeout_link(worker->ctx.loop, &worker->watchdog_timeout, &worker->watchdog_entry);
-}
-
-static void on_connection_close(void *data)
-{
-    rl_connection_t *conn = data;
-    rl_worker_t *worker = conn->worker;
-    h2o_linklist_unlink(&conn->link);
-    free(conn);
-    --worker->connections;
-    atomic_fetch_sub_explicit(&worker->server->connections, 1, memory_order_relaxed);
-    rl_metrics_connection_closed(worker->metrics);
-}
-
-/* Returns false when the connection must be shed (over max_connections or out of memory). */
-static bool track_connection(rl_worker_t *worker, h2o_socket_t *sock)
-{
-    size_t open = atomic_fetch_add_explicit(&worker->server->connections, 1, memory_order_relaxed);
-    rl_connection_t *conn = malloc(sizeof(*conn));
-    if (conn == NULL || open >= worker->server->max_connections) {
-        atomic_fetch_sub_explicit(&worker->server->connections, 1, memory_order_relaxed);
-        free(conn);
-        return false;
-    }
-    *conn = (rl_connection_t){.worker = worker, .sock = sock, .progress_ms = rl_now_mono_ms()};
-    h2o_linklist_insert(&worker->connection_list, &conn->link);
-    ++worker->connections;
-    rl_metrics_connection_opened(worker->metrics);
-    sock->on_close.cb = on_connection_close;
-    sock->on_close.data = conn;
-    return true;
-}
-
-/*
- * h2o 2.2.5 has no call that closes idle HTTP/1.1 keep-alive connections on shutdown. Once no
- * decision is in flight, shutting down the read side makes each connection see EOF at its
- * next read: h2o then closes it through its own path (freeing its state), while a response
- * still being written is not cut, because h2o does not read during a response.
- */
-static void half_close_connections(rl_worker_t *worker)
-{
-    for (h2o_linklist_t *node = worker->connection_list.next; node != &worker->connection_list; node = node->next) {
-        rl_connection_t *conn = H2O_STRUCT_FROM_MEMBER(rl_connection_t, link, node);
-        int fd = h2o_socket_get_fd(conn->sock);
-        if (fd != -1)
-            shutdown(fd, SHUT_RD);
-    }
-}
-
-static void on_accept(h2o_socket_t *listener, const char *err);
-
-static void set_accepting(rl_worker_t *worker, bool accepting)
-{
-    for (size_t l = 0; l < worker->num_listeners; ++l) {
-        if (worker->listeners[l] == NULL)
-            continue;
-        if (accepting)
-            h2o_socket_read_start(worker->listeners[l], on_accept);
-        else
-            h2o_socket_read_stop(worker->listeners[l]);
-    }
-}
-
-static void on_accept_pause_over(h2o_timeout_entry_t *entry)
-{
-    rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, accept_pause_entry, entry);
-    set_accepting(worker, true);
-}
-
-/* Out of descriptors or kernel memory: stop accepting for a moment rather than spin. */
-static void pause_accepting(rl_worker_t *worker, int error)
-{
-    rl_metrics_count_accept_pause(worker->metrics);
-    uint64_t now = h2o_now(worker->ctx.loop);
-    if (worker->last_accept_error_log_ms == 0 ||
-        now - worker->last_accept_error_log_ms >= RL_ACCEPT_ERROR_LOG_EVERY_MS) {
-        worker->last_accept_error_log_ms = now;
-        rl_log_warn("server", "thread %zu: accept: %s with %zu connections open; not accepting for %d ms",
-                    worker->index, strerror(error), worker->connections, RL_ACCEPT_PAUSE_MS);
-    }
-    set_accepting(worker, false);
-    /* h2o clears the other listeners' pending readiness on read_stop, but a double link would
-     * corrupt the timeout list, so do not rely on that */
-    if (!h2o_timeout_is_linked(&worker->accept_pause_entry))
-        h2o_timeout_link(worker->ctx.loop, &worker->accept_pause_timeout, &worker->accept_pause_entry);
-}
-
-/* accept() errors that leave the connection in the backlog until resources come back */
-static bool accept_lacks_resources(int error)
-{
-    return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
-}
-
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    h2o_accept_ctx_t *accept_ctx = listener->data;
-    rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, ctx, accept_ctx->ctx);
-    if (err != NULL)
-        return;
-    /* Accept a bounded batch per wake-up so one busy listener cannot starve the loop. */
-    for (int i = 0; i < 16; ++i) {
-        errno = 0;
-        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL) {
-            if (accept_lacks_resources(errno))
-                pause_accepting(worker, errno);
-            return;
-        }
-        if (!track_connection(worker, sock)) {
-            rl_metrics_count_connection_shed(worker->metrics);
-            h2o_socket_close(sock); /* shed before any parsing */
-            continue;
-        }
-        h2o_accept(accept_ctx, sock);
-    }
-}
-
-static void close_listeners(rl_worker_t *worker)
-{
-    if (h2o_timeout_is_linked(&worker->accept_pause_entry))
-        h2o_timeout_unlink(&worker->accept_pause_entry);
-    for (size_t l = 0; l < worker->num_listeners; ++l) {
-        if (worker->listeners[l] != NULL) {
-            h2o_socket_read_stop(worker->listeners[l]);
-            h2o_socket_close(worker->listeners[l]);
-            worker->listeners[l] = NULL;
-        }
-    }
-}
-
 /*
  * Drain: wait for in-flight decisions, then half-close what is left and wait for the
  * connections to go; stop at the latest when the grace period is over.
@@ -562,7 +251,7 @@ static void on_drain_tick(h2o_timeout_entry_t *entry)
     if (half_close_after > RL_HALF_CLOSE_AFTER_MS)
         half_close_after = RL_HALF_CLOSE_AFTER_MS;
     if (worker->inflight == 0 && elapsed >= half_close_after && !worker->half_closed) {
-        half_close_connections(worker);
+        rl_connections_half_close(worker);
         worker->half_closed = true;
     }
     if (worker->half_closed && worker->connections == 0) {
@@ -585,7 +274,7 @@ static void begin_drain(rl_worker_t *worker)
         return;
     worker->draining = true;
     worker->drain_started_ms = rl_now_mono_ms();
-    close_listeners(worker);
+    rl_connections_close_listeners(worker);
     h2o_context_request_shutdown(&worker->ctx);
     h2o_timeout_link(worker->ctx.loop, &worker->drain_timeout, &worker->drain_entry);
 }
@@ -626,12 +315,7 @@ static int worker_setup(rl_worker_t *worker)
     h2o_multithread_register_receiver(worker->queue, &worker->receiver, on_message);
     h2o_timeout_init(worker->ctx.loop, &worker->drain_timeout, RL_DRAIN_POLL_MS);
     worker->drain_entry = (h2o_timeout_entry_t){.cb = on_drain_tick};
-    h2o_timeout_init(worker->ctx.loop, &worker->accept_pause_timeout, RL_ACCEPT_PAUSE_MS);
-    worker->accept_pause_entry = (h2o_timeout_entry_t){.cb = on_accept_pause_over};
-    h2o_timeout_init(worker->ctx.loop, &worker->watchdog_timeout, watchdog_interval_ms(worker->config));
-    worker->watchdog_entry = (h2o_timeout_entry_t){.cb = on_watchdog};
-    h2o_timeout_link(worker->ctx.loop, &worker->watchdog_timeout, &worker->watchdog_entry);
-    h2o_linklist_init_anchor(&worker->connection_list);
+    rl_connections_init(worker);
     worker->metrics = rl_metrics_thread(server->metrics, worker->index);
     worker->deny_cache = rl_deny_cache_create(RL_DENY_CACHE_SLOTS);
     worker->store = rl_store_thread_create(server->store, worker->ctx.loop, worker->metrics);
@@ -649,7 +333,7 @@ static int worker_setup(rl_worker_t *worker)
         server->listen_fds[worker->index * n + l] = -1;
         worker->listeners[l] = h2o_evloop_socket_create(worker->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
         worker->listeners[l]->data = accept_ctx;
-        h2o_socket_read_start(worker->listeners[l], on_accept);
+        rl_connections_accept(worker->listeners[l]);
     }
     return RL_OK;
 }
@@ -657,11 +341,9 @@ static int worker_setup(rl_worker_t *worker)
 static void worker_teardown(rl_worker_t *worker)
 {
     h2o_loop_t *loop = worker->ctx.loop;
-    close_listeners(worker);
+    rl_connections_stop(worker);
     if (h2o_timeout_is_linked(&worker->drain_entry))
         h2o_timeout_unlink(&worker->drain_entry);
-    if (h2o_timeout_is_linked(&worker->watchdog_entry))
-        h2o_timeout_unlink(&worker->watchdog_entry);
     rl_store_thread_destroy(worker->store);
     worker->store = NULL;
     rl_deny_cache_destroy(worker->deny_cache);
@@ -677,8 +359,7 @@ static void worker_teardown(rl_worker_t *worker)
     h2o_multithread_unregister_receiver(worker->queue, &worker->receiver);
     h2o_multithread_destroy_queue(worker->queue);
     h2o_timeout_dispose(loop, &worker->drain_timeout);
-    h2o_timeout_dispose(loop, &worker->accept_pause_timeout);
-    h2o_timeout_dispose(loop, &worker->watchdog_timeout);
+    rl_connections_dispose(worker);
     /* h2o_context_request_shutdown() arms a one-second GOAWAY resend that h2o 2.2.5's
      * h2o_context_dispose() does not disarm; with no connection left it has nothing to do. */
     if (h2o_timeout_is_linked(&worker->ctx.http2._graceful_shutdown_timeout))
@@ -721,6 +402,7 @@ int rl_server_start(rl_server_t *server)
         worker->key_prefix =
             h2o_iovec_init(server->config->backend.key_prefix, strlen(server->config->backend.key_prefix));
         worker->hpack_parser = server->hpack_parser;
+        worker->connection_limit = &server->connection_limit;
         rl_limits_retain(server->initial_limits);
         worker->limits = server->initial_limits;
     }
