@@ -52,7 +52,7 @@
 
 /* Enum fields are written as int; every enum in config.h starts at 0 and has no negative value. */
 _Static_assert(sizeof(rl_unknown_keys_t) == sizeof(int) && sizeof(rl_backend_type_t) == sizeof(int) &&
-                   sizeof(rl_on_failure_t) == sizeof(int),
+                   sizeof(rl_on_failure_t) == sizeof(int) && sizeof(rl_listen_role_t) == sizeof(int),
                "config enums are stored as int");
 
 static const char *check_not_empty(char *value);
@@ -70,6 +70,7 @@ static const char *const unknown_keys_names[] = {
     [RL_UNKNOWN_KEYS_ALLOW] = "allow", [RL_UNKNOWN_KEYS_REJECT] = "reject", NULL};
 static const char *const backend_names[] = {[RL_BACKEND_LOCAL] = "local", [RL_BACKEND_MEMCACHED] = "memcached", NULL};
 static const char *const on_failure_names[] = {[RL_ON_FAILURE_OPEN] = "open", [RL_ON_FAILURE_CLOSED] = "closed", NULL};
+static const char *const listen_role_names[] = {[RL_LISTEN_API] = "api", [RL_LISTEN_ADMIN] = "admin", NULL};
 
 static const rl_cfg_directive_t tls_table[] = {
     RL_CFG_STRING_ROW(rl_listen_config_t, "certificate", tls_certificate, NULL, check_not_empty),
@@ -86,6 +87,7 @@ static const rl_cfg_directive_t listen_table[] = {
      .max = 65535,
      .required = 1},
     {.name = "tls", .type = RL_CFG_CUSTOM, .setter = set_tls},
+    RL_CFG_ENUM_ROW(rl_listen_config_t, "role", role, listen_role_names),
     {.name = NULL}};
 
 static const rl_cfg_directive_t limits_table[] = {
@@ -241,6 +243,7 @@ static void set_listen(rl_cfg_parser_t *parser, const yaml_node_t *node, const r
     config->num_listen = n;
     /* listeners whose address and port parsed; others hold defaults that must not be compared */
     unsigned char clean[RL_CONFIG_MAX_LISTENERS] = {0};
+    size_t parsed = 0, api_listeners = 0;
     for (size_t i = 0; i < n; ++i) {
         rl_listen_config_t *listen = &config->listen[i];
         const yaml_node_t *item = yaml_document_get_node(&parser->doc, node->data.sequence.items.start[i]);
@@ -253,6 +256,8 @@ static void set_listen(rl_cfg_parser_t *parser, const yaml_node_t *node, const r
         if (parser->errors.count != errors_before)
             continue;
         clean[i] = 1;
+        ++parsed;
+        api_listeners += listen->role == RL_LISTEN_API;
         for (size_t j = 0; j < i; ++j) {
             if (!clean[j])
                 continue;
@@ -267,6 +272,9 @@ static void set_listen(rl_cfg_parser_t *parser, const yaml_node_t *node, const r
             }
         }
     }
+    /* only when every listener parsed: one with an error in its role may have been meant as api */
+    if (parsed == n && api_listeners == 0)
+        rl_cfg_error(&parser->errors, node->start_mark, path, "needs at least one listener with role api");
 }
 
 static void resolve_path(rl_cfg_parser_t *parser, char **file)

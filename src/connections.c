@@ -28,6 +28,7 @@
 typedef struct st_rl_connection_t {
     h2o_linklist_t link;
     rl_worker_t *worker;
+    rl_connection_limit_t *limit; /* the one it was counted against */
     h2o_socket_t *sock;
     uint64_t acked, received, progress_ms;
 } rl_connection_t;
@@ -95,24 +96,24 @@ static void on_connection_close(void *data)
 {
     rl_connection_t *conn = data;
     rl_worker_t *worker = conn->worker;
+    atomic_fetch_sub_explicit(&conn->limit->open, 1, memory_order_relaxed);
     h2o_linklist_unlink(&conn->link);
     free(conn);
     --worker->connections;
-    atomic_fetch_sub_explicit(&worker->connection_limit->open, 1, memory_order_relaxed);
     rl_metrics_connection_closed(worker->metrics);
 }
 
-/* Returns false when the connection must be shed (over max_connections or out of memory). */
-static bool track_connection(rl_worker_t *worker, h2o_socket_t *sock)
+/* Returns false when the connection must be shed (over its limit or out of memory). */
+static bool track_connection(rl_worker_t *worker, rl_connection_limit_t *limit, h2o_socket_t *sock)
 {
-    size_t open = atomic_fetch_add_explicit(&worker->connection_limit->open, 1, memory_order_relaxed);
+    size_t open = atomic_fetch_add_explicit(&limit->open, 1, memory_order_relaxed);
     rl_connection_t *conn = malloc(sizeof(*conn));
-    if (conn == NULL || open >= worker->connection_limit->max) {
-        atomic_fetch_sub_explicit(&worker->connection_limit->open, 1, memory_order_relaxed);
+    if (conn == NULL || open >= limit->max) {
+        atomic_fetch_sub_explicit(&limit->open, 1, memory_order_relaxed);
         free(conn);
         return false;
     }
-    *conn = (rl_connection_t){.worker = worker, .sock = sock, .progress_ms = rl_now_mono_ms()};
+    *conn = (rl_connection_t){.worker = worker, .limit = limit, .sock = sock, .progress_ms = rl_now_mono_ms()};
     h2o_linklist_insert(&worker->connection_list, &conn->link);
     ++worker->connections;
     rl_metrics_connection_opened(worker->metrics);
@@ -187,6 +188,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, ctx, accept_ctx->ctx);
     if (err != NULL)
         return;
+    rl_listen_role_t role = worker->config->listen[accept_ctx - worker->accept_ctxs].role;
+    rl_connection_limit_t *limit = &worker->connection_limits[role];
     /* Accept a bounded batch per wake-up so one busy listener cannot starve the loop. */
     for (int i = 0; i < 16; ++i) {
         errno = 0;
@@ -196,7 +199,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
                 pause_accepting(worker, errno);
             return;
         }
-        if (!track_connection(worker, sock)) {
+        if (!track_connection(worker, limit, sock)) {
             rl_metrics_count_connection_shed(worker->metrics);
             h2o_socket_close(sock); /* shed before any parsing */
             continue;

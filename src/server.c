@@ -58,7 +58,8 @@ struct st_rl_server_t {
     rl_hpack_parser_fn hpack_parser; /* libh2o's, which the HTTP/2 guard calls */
     rl_worker_t *workers;
     size_t num_workers;
-    rl_connection_limit_t connection_limit; /* open client connections against the limit in force */
+    h2o_hostconf_t *hosts[RL_LISTEN_ROLES][2]; /* per listener role, NULL-terminated for h2o_accept_ctx_t */
+    rl_connection_limit_t connection_limits[RL_LISTEN_ROLES]; /* open client connections per role */
     _Atomic bool draining;
     bool running;
     /* The main thread waits until every loop it started can take messages. Not a barrier: when a
@@ -130,9 +131,14 @@ static void init_globalconf(rl_server_t *server)
     /* No endpoint reads a body, and h2o buffers each stream's whole body before the handler runs:
      * at 64 KiB, 100 unfinished HTTP/2 streams pinned ~7 MiB per connection. */
     server->globalconf.max_request_entity_size = 1024;
-    h2o_hostconf_t *host = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    rl_limit_handler_register(host);
-    rl_admin_handlers_register(host);
+    h2o_hostconf_t *api = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    rl_limit_handler_register(api);
+    rl_admin_handlers_register(api);
+    /* An admin listener's requests never reach the API's host, whatever Host they name. */
+    h2o_hostconf_t *admin = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("admin")), 65535);
+    rl_admin_handlers_register(admin);
+    server->hosts[RL_LISTEN_API][0] = api;
+    server->hosts[RL_LISTEN_ADMIN][0] = admin;
 }
 
 static int open_listeners(rl_server_t *server, char *err, size_t errlen)
@@ -171,13 +177,20 @@ static uint32_t connections_in_force(const rl_config_t *config, size_t num_worke
         return configured;
     size_t nodes = config->backend.type == RL_BACKEND_MEMCACHED ? config->backend.num_servers : 0;
     uint64_t reserved = rl_fd_budget_reserved(num_workers, config->num_listen, nodes);
+    for (size_t l = 0; l < config->num_listen; ++l) {
+        if (config->listen[l].role == RL_LISTEN_ADMIN) {
+            reserved += RL_ADMIN_MAX_CONNECTIONS;
+            break;
+        }
+    }
     uint32_t allowed = rl_fd_budget_max_connections(nofile.rlim_cur, reserved, configured);
     if (allowed < configured)
-        rl_log_warn("server",
-                    "server.max_connections is %u but the open-file limit (%llu, %llu of them kept for "
-                    "listeners, memcached and the loops) allows %u client connections: more are shed; "
-                    "raise the limit (ulimit -n, LimitNOFILE=) to allow more",
-                    configured, (unsigned long long)nofile.rlim_cur, (unsigned long long)reserved, allowed);
+        rl_log_warn(
+            "server",
+            "server.max_connections is %u but the open-file limit (%llu, %llu of them kept for "
+            "listeners, memcached, the loops and admin connections) allows %u client connections: more are shed; "
+            "raise the limit (ulimit -n, LimitNOFILE=) to allow more",
+            configured, (unsigned long long)nofile.rlim_cur, (unsigned long long)reserved, allowed);
     return allowed;
 }
 
@@ -216,7 +229,8 @@ rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, ch
     /* from here on every failure goes through rl_server_destroy, which destroys these */
     pthread_mutex_init(&server->start_lock, NULL);
     pthread_cond_init(&server->start_cond, NULL);
-    server->connection_limit.max = connections_in_force(config, server->num_workers);
+    server->connection_limits[RL_LISTEN_API].max = connections_in_force(config, server->num_workers);
+    server->connection_limits[RL_LISTEN_ADMIN].max = RL_ADMIN_MAX_CONNECTIONS;
     rl_hash_secret_init(&server->secret, config->backend.key_hash_secret, strlen(config->backend.key_hash_secret));
     rl_limits_retain(limits);
     server->initial_limits = limits;
@@ -327,7 +341,7 @@ static int worker_setup(rl_worker_t *worker)
     for (size_t l = 0; l < n; ++l) {
         h2o_accept_ctx_t *accept_ctx = &worker->accept_ctxs[l];
         accept_ctx->ctx = &worker->ctx;
-        accept_ctx->hosts = server->globalconf.hosts;
+        accept_ctx->hosts = server->hosts[server->config->listen[l].role];
         accept_ctx->ssl_ctx = server->ssl_ctxs[l];
         int fd = server->listen_fds[worker->index * n + l];
         server->listen_fds[worker->index * n + l] = -1;
@@ -402,7 +416,7 @@ int rl_server_start(rl_server_t *server)
         worker->key_prefix =
             h2o_iovec_init(server->config->backend.key_prefix, strlen(server->config->backend.key_prefix));
         worker->hpack_parser = server->hpack_parser;
-        worker->connection_limit = &server->connection_limit;
+        worker->connection_limits = server->connection_limits;
         rl_limits_retain(server->initial_limits);
         worker->limits = server->initial_limits;
     }

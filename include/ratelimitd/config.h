@@ -23,12 +23,16 @@
 typedef enum { RL_UNKNOWN_KEYS_ALLOW = 0, RL_UNKNOWN_KEYS_REJECT } rl_unknown_keys_t;
 typedef enum { RL_BACKEND_LOCAL = 0, RL_BACKEND_MEMCACHED } rl_backend_type_t;
 typedef enum { RL_ON_FAILURE_OPEN = 0, RL_ON_FAILURE_CLOSED } rl_on_failure_t;
+/* What a listener serves: the API (/limit and the operational endpoints) or only the operational
+ * endpoints, on connections that do not count against server.max_connections. */
+typedef enum { RL_LISTEN_API = 0, RL_LISTEN_ADMIN, RL_LISTEN_ROLES } rl_listen_role_t;
 
 typedef struct st_rl_listen_config_t {
     char *address;         /* default "0.0.0.0" */
     uint16_t port;         /* required, 1-65535 */
     char *tls_certificate; /* NULL for a cleartext listener; absolute or relative to the config file */
     char *tls_key;         /* set iff tls_certificate is set */
+    rl_listen_role_t role; /* default RL_LISTEN_API */
 } rl_listen_config_t;
 
 typedef struct st_rl_tier_config_t {

@@ -15,11 +15,18 @@
 
 typedef struct st_rl_worker_t rl_worker_t;
 
+/*
+ * Connections an admin listener (role: admin) holds open at most, in the whole process, besides
+ * server.max_connections: Prometheus servers, kubelet probes and an operator's curl need a few, and
+ * they must get in while the API's connections are exhausted, when the metrics matter most.
+ */
+#define RL_ADMIN_MAX_CONNECTIONS 64
+
 /* Client connections open in the whole process against the limit in force; every loop thread
- * shares one. */
+ * shares one per listener role. */
 typedef struct st_rl_connection_limit_t {
     _Atomic size_t open;
-    uint32_t max; /* server.max_connections, lowered to what the open-file limit holds */
+    uint32_t max; /* API: server.max_connections, lowered to what the open-file limit holds */
 } rl_connection_limit_t;
 
 /* Sets up the worker's connection list, accept pause and watchdog; its loop must exist. */

@@ -43,10 +43,10 @@ typedef struct st_rl_worker_t {
     uint64_t limits_generation; /* counts the reloads this thread adopted */
     rl_metrics_thread_t *metrics;
     const rl_hash_secret_t *secret;
-    h2o_iovec_t api_key_header;              /* from config, lower-case */
-    h2o_iovec_t key_prefix;                  /* from config */
-    rl_hpack_parser_fn hpack_parser;         /* libh2o's, behind the HTTP/2 guard */
-    rl_connection_limit_t *connection_limit; /* the server's, shared by every thread */
+    h2o_iovec_t api_key_header;               /* from config, lower-case */
+    h2o_iovec_t key_prefix;                   /* from config */
+    rl_hpack_parser_fn hpack_parser;          /* libh2o's, behind the HTTP/2 guard */
+    rl_connection_limit_t *connection_limits; /* the server's, per listener role, shared by every thread */
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t receiver;
     h2o_timeout_t drain_timeout;

@@ -454,6 +454,46 @@ class HostileClientsTest(h.RLTestCase):
         self.assertTrue(h.wait_until(lambda: h.status_of(port, "/healthz", timeout=1) == 200, 3.0))
         self.assertAlive(d)
 
+    def test_admin_listener_serves_while_api_connections_are_exhausted(self):
+        """A listener with role admin serves /healthz, /readyz and /metrics on connections that do
+        not count against server.max_connections: kubelet probes and scrapes still get in when
+        clients hold every API connection (so a full pod is not restarted for failing its liveness
+        probe, and the shed counter can be read). It serves nothing else, and holds at most
+        RL_ADMIN_MAX_CONNECTIONS (64) itself."""
+        port, admin_port = h.free_port(), h.free_port()
+        cfg = h.base_config(port, server={"max_connections": 5})
+        cfg["listen"].append({"address": h.HOST, "port": admin_port, "role": "admin"})
+        d = self.daemon(cfg, port=port, name="admin")
+        held = []
+        try:
+            for _ in range(5):
+                s = socket.create_connection((h.HOST, port), timeout=3)
+                held.append(s)
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 200"))
+            self.assertIsNone(h.status_of(port, "/healthz", timeout=1), "a 6th API connection was served")
+            for path in ("/healthz", "/readyz", "/metrics"):
+                self.assertEqual(h.status_of(admin_port, path), 200, path)
+            status, _, body = h.http_get(admin_port, "/metrics")
+            self.assertIn(b"ratelimitd_connections_shed_total 1", body)
+            self.assertEqual(h.status_of(admin_port, "/limit", headers={"X-API-Key": "alice"}), 404)
+            admin_held = [socket.create_connection((h.HOST, admin_port), timeout=3) for _ in range(80)]
+            held.extend(admin_held)
+            for s in admin_held:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            served = 0
+            for s in admin_held:
+                s.settimeout(2)
+                try:
+                    served += s.recv(100).startswith(b"HTTP/1.1 200")
+                except OSError:
+                    pass
+            self.assertEqual(served, 64, "admin connections served beyond or below their own limit")
+        finally:
+            for s in held:
+                s.close()
+        self.assertAlive(d)
+
     def test_key_flood_local_store_stays_bounded(self):
         """More distinct keys in one window than the local store has slots (1.5 per
         backend.local_max_keys): it holds at least local_max_keys and at most its slots, the rest

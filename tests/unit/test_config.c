@@ -479,6 +479,21 @@ static void test_missing_listen_port_is_reported_at_the_listener(void **state)
     assert_single_error("backend: {}\n", "conf/t.yaml:1:10: backend.type: missing required field");
 }
 
+static void test_listener_roles_default_to_api_and_need_one_api_listener(void **state)
+{
+    (void)state;
+    char *errors;
+    rl_config_t *config = parse("listen:\n  - port: 8080\n  - {port: 9090, role: admin}\n", &errors);
+    assert_non_null(config);
+    assert_int_equal(config->listen[0].role, RL_LISTEN_API);
+    assert_int_equal(config->listen[1].role, RL_LISTEN_ADMIN);
+    rl_config_destroy(config);
+    assert_single_error("listen:\n  - {port: 9090, role: admin}\n",
+                        "conf/t.yaml:2:3: listen: needs at least one listener with role api");
+    assert_single_error("listen:\n  - {port: 9090, role: metrics}\n",
+                        "conf/t.yaml:2:24: listen[0].role: must be one of api, admin, got \"metrics\"");
+}
+
 static void test_memcached_backend_without_servers_is_an_error(void **state)
 {
     (void)state;
@@ -960,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_bad_enum_value_lists_the_choices),
         cmocka_unit_test(test_duplicate_key_reports_the_second_occurrence),
         cmocka_unit_test(test_missing_listen_port_is_reported_at_the_listener),
+        cmocka_unit_test(test_listener_roles_default_to_api_and_need_one_api_listener),
         cmocka_unit_test(test_memcached_backend_without_servers_is_an_error),
         cmocka_unit_test(test_more_servers_than_the_ring_holds_is_an_error),
         cmocka_unit_test(test_bad_server_entries_are_rejected),
