@@ -134,8 +134,9 @@ k=$(holders "$r/external-memcached.yaml" ratelimitd-helm-test | tr '\n' ' ')
     [[ $k == "Secret/rl-ratelimitd-config Secret/rl-ratelimitd-helm-test " ]] &&
     pass "external-memcached: tests.apiKey only in Secrets ($k), not in the test pod's spec" ||
     failed "external-memcached: tests.apiKey in [$k] or in the test pod's spec"
-[[ $(grep -c "address: '::'" "$r/tls.ratelimitd.yaml") == 2 && $(grep -c 'address: 0.0.0.0' "$r/tls.ratelimitd.yaml") == 2 ]] &&
-    pass "tls: listenAddresses 0.0.0.0 and :: each on the cleartext and the TLS port" || failed "tls: dual-stack listeners"
+[[ $(grep -c "address: '::'" "$r/tls.ratelimitd.yaml") == 3 && $(grep -c 'address: 0.0.0.0' "$r/tls.ratelimitd.yaml") == 3 &&
+    $(grep -c 'role: admin' "$r/tls.ratelimitd.yaml") == 2 ]] &&
+    pass "tls: listenAddresses 0.0.0.0 and :: each on the cleartext, the admin and the TLS port" || failed "tls: dual-stack listeners"
 H template rl "$chart" --set 'imagePullSecrets[0].name=regcred' --show-only templates/tests/test-limit.yaml 2>&1 |
     grep -q 'name: regcred' && pass "imagePullSecrets reach the helm test pod" || failed "imagePullSecrets: helm test pod"
 grep -q 'averageValue: "1500"' "$r/external-memcached.yaml" && grep -q 'name: ratelimitd_requests_per_second' "$r/external-memcached.yaml" &&
@@ -204,8 +205,8 @@ done <<'CASES'
 /readyz --set probes.readiness.path=/readyz
 /healthz --set config.backend.on_failure=closed --set probes.readiness.path=/healthz
 CASES
-grep -q 'ok   readiness probe GET /readyz on port http (on_failure closed' "$r/external-memcached.val" &&
-    grep -q 'ok   readiness probe GET /healthz on port http (on_failure open' "$r/default.val" &&
+grep -q 'ok   readiness probe GET /readyz on port admin (on_failure closed' "$r/external-memcached.val" &&
+    grep -q 'ok   readiness probe GET /healthz on port admin (on_failure open' "$r/default.val" &&
     pass "validator: readiness /readyz for external-memcached (on_failure closed), /healthz for default (open)" ||
     failed "validator readiness checks missing"
 

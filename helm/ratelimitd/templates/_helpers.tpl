@@ -170,6 +170,9 @@ app.kubernetes.io/component: memcached
 {{- if and .Values.tls.enabled (eq (int .Values.tls.port) (int .Values.service.port)) -}}
 {{- fail "tls.port and service.port must differ" -}}
 {{- end -}}
+{{- if or (eq (int .Values.admin.port) (int .Values.service.port)) (and .Values.tls.enabled (eq (int .Values.admin.port) (int .Values.tls.port))) -}}
+{{- fail "admin.port must differ from service.port and tls.port" -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (eq (int .Values.autoscaling.targetCPUUtilizationPercentage) 0) (not .Values.autoscaling.customMetric.enabled) -}}
 {{- fail "autoscaling needs a metric: targetCPUUtilizationPercentage > 0 or customMetric.enabled" -}}
 {{- end -}}
@@ -236,6 +239,9 @@ set. Not `default`, which takes 0 (a valid value: drain nothing) for unset. */}}
 {{- $listen := list -}}
 {{- range .Values.listenAddresses -}}
 {{- $listen = append $listen (dict "address" . "port" (int $.Values.service.port)) -}}
+{{- end -}}
+{{- range .Values.listenAddresses -}}
+{{- $listen = append $listen (dict "address" . "port" (int $.Values.admin.port) "role" "admin") -}}
 {{- end -}}
 {{- if .Values.tls.enabled -}}
 {{- range .Values.listenAddresses -}}
