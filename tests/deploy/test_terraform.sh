@@ -168,8 +168,9 @@ if timeout 120 terraform init -backend=false -input=false -no-color >"$work/rini
     [[ -n $url && $url == "$(cat "$work/service.yaml")" ]] &&
         pass "service output = the chart's Service address ($url)" ||
         failed "service: terraform '$(cat "$work/service.yaml")' vs chart '$url'"
-    [[ $(grep -c "address: '::'" "$work/values.cfg") == 1 && $(grep -c 'port: 9080' "$work/values.cfg") == 2 ]] &&
-        pass "listen_addresses: the chart's config listens on 0.0.0.0 and :: at service_port" ||
+    [[ $(grep -c "address: '::'" "$work/values.cfg") == 2 && $(grep -c 'port: 9080' "$work/values.cfg") == 2 &&
+        $(grep -c 'role: admin' "$work/values.cfg") == 2 ]] &&
+        pass "listen_addresses: the chart's config listens on 0.0.0.0 and :: at service_port and admin.port" ||
         failed "listen_addresses: $(grep -A1 'address' "$work/values.cfg" | tr '\n' ' ')"
     want=$(cat "$work/tgps.yaml")
     got=$(sed -n 's/.*ok   terminationGracePeriodSeconds \([0-9]*\) .*/\1/p' "$work/values.val")
