@@ -364,25 +364,31 @@ static void render_node_counter(rl_metrics_t *m, rl_text_t *out, const char *nam
 
 static void render_nodes(rl_metrics_t *m, rl_text_t *out)
 {
-    text_printf(out, "# HELP ratelimitd_backend_errors_total Failed backend increments by node and reason.\n"
-                     "# TYPE ratelimitd_backend_errors_total counter\n");
+    text_printf(out,
+                "# HELP ratelimitd_backend_errors_total Backend failures by node and reason: failed increments, and "
+                "connects and probes that failed while no increment waited.\n"
+                "# TYPE ratelimitd_backend_errors_total counter\n");
     for (size_t n = 0; n < m->num_nodes; ++n)
         for (int r = 0; r < RL_REASON__COUNT; ++r)
             text_printf(out, "ratelimitd_backend_errors_total{node=\"%s\",reason=\"%s\"} %llu\n", m->node_names[n],
                         reason_names[r],
                         (unsigned long long)sum_node_counter(m, n, offsetof(rl_node_counters_t, errors[r])));
-    text_printf(out, "# HELP ratelimitd_backend_node_up 1 while the node answers and is in the ring.\n"
+    text_printf(out, "# HELP ratelimitd_backend_node_up 0 from the node's ejection by any loop thread until its "
+                     "re-admission; 1 once a thread has had an answer from it (a stalled node not yet ejected "
+                     "shows 1).\n"
                      "# TYPE ratelimitd_backend_node_up gauge\n");
     for (size_t n = 0; n < m->num_nodes; ++n)
         text_printf(out, "ratelimitd_backend_node_up{node=\"%s\"} %d\n", m->node_names[n], node_is_up(m, n));
-    render_node_counter(m, out, "ratelimitd_backend_ejections_total", "Times a node was taken out of the ring.",
+    render_node_counter(m, out, "ratelimitd_backend_ejections_total",
+                        "Times a loop thread took the node out of its ring (each thread ejects on its own, so one "
+                        "outage counts up to once per thread).",
                         offsetof(rl_node_counters_t, ejections));
     render_node_counter(m, out, "ratelimitd_backend_writes_total", "Writes to a node (pipelined batches).",
                         offsetof(rl_node_counters_t, writes));
     render_node_counter(m, out, "ratelimitd_backend_write_requests_total", "Requests carried by those writes.",
                         offsetof(rl_node_counters_t, write_requests));
-    render_node_counter(m, out, "ratelimitd_backend_reads_total", "Reads from a node that completed replies.",
-                        offsetof(rl_node_counters_t, reads));
+    render_node_counter(m, out, "ratelimitd_backend_reads_total",
+                        "Reads from a node that completed replies to increments.", offsetof(rl_node_counters_t, reads));
     render_node_counter(m, out, "ratelimitd_backend_read_replies_total", "Replies completed by those reads.",
                         offsetof(rl_node_counters_t, read_replies));
 }
