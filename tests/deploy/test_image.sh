@@ -198,7 +198,9 @@ elif grep -q '^HTTP/2 200' <<<"$headers"; then
 else
     bad "429 without Retry-After: $(tr '\r\n' '  ' <<<"$headers")"
 fi
-if curl -s --max-time 2 "$base/metrics" | grep -q '^ratelimitd_requests_total'; then
+# read whole before matching: under pipefail, grep -q leaving early fails curl's write (SIGPIPE)
+metrics=$(curl -s --max-time 5 "$base/metrics" || true)
+if grep -q '^ratelimitd_requests_total' <<<"$metrics"; then
     ok "GET /metrics serves ratelimitd_requests_total"
 else
     bad "GET /metrics has no ratelimitd_requests_total"
