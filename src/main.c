@@ -24,11 +24,13 @@
 typedef struct st_rl_options_t {
     const char *config_path;
     int check_only;
+    int version;
+    int help;
 } rl_options_t;
 
 static void print_usage(FILE *out)
 {
-    fprintf(out, "Usage: ratelimitd [--config FILE] [--check-config]\n"
+    fprintf(out, "Usage: ratelimitd [--config FILE] [--check-config] [--version] [--help]\n"
                  "\n"
                  "  -c, --config FILE   configuration file (default: " RL_CONFIG_DEFAULT_PATH ")\n"
                  "      --check-config  validate the configuration, print ok or every error, and exit\n"
@@ -38,7 +40,8 @@ static void print_usage(FILE *out)
                  "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads limits from the same file.\n");
 }
 
-/* Returns -1 to go on, or an exit code. */
+/* Returns -1 to go on, or an exit code. Every argument is checked before --version or --help
+ * acts, so a script's typo is an error whichever flag comes first. */
 static int parse_options(int argc, char **argv, rl_options_t *options)
 {
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
@@ -58,11 +61,11 @@ static int parse_options(int argc, char **argv, rl_options_t *options)
             options->check_only = 1;
             break;
         case 'v':
-            printf("ratelimitd %s\n", RL_VERSION);
-            return 0;
+            options->version = 1;
+            break;
         case 'h':
-            print_usage(stdout);
-            return 0;
+            options->help = 1;
+            break;
         default: {
             /* getopt names a bad short option only in optopt: argv[optind - 1] may be a whole
              * group such as -vZ, or the argument before it. */
@@ -83,7 +86,36 @@ static int parse_options(int argc, char **argv, rl_options_t *options)
         print_usage(stderr);
         return RL_EXIT_USAGE;
     }
+    if (options->help) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (options->version) {
+        printf("ratelimitd %s\n", RL_VERSION);
+        return 0;
+    }
     return -1;
+}
+
+/*
+ * With memcached, whoever can list its keys can test guessed API keys against them unless the
+ * secret is too long to guess; a placeholder such as the example file's "change-me" is as good as
+ * none. 16 bytes is what the Terraform module requires.
+ */
+static void warn_if_secret_is_weak(const rl_config_t *config)
+{
+    size_t len = strlen(config->backend.key_hash_secret);
+    if (config->backend.type != RL_BACKEND_MEMCACHED || len >= 16)
+        return;
+    if (len == 0)
+        rl_log_warn("main", "backend.key_hash_secret is empty: whoever can list memcached's keys can test guessed API "
+                            "keys against them; set one long random secret (openssl rand -hex 32) on every instance");
+    else
+        rl_log_warn("main",
+                    "backend.key_hash_secret has only %zu bytes: a guessable secret lets whoever can list memcached's "
+                    "keys test guessed API keys against them; set one long random secret (openssl rand -hex 32) on "
+                    "every instance",
+                    len);
 }
 
 static rl_config_t *load_config(const char *path, FILE *errors_out)
@@ -215,9 +247,7 @@ static int run(const rl_options_t *options, const sigset_t *signals)
     signal(SIGPIPE, SIG_IGN);
 
     raise_fd_limit();
-    if (config->backend.type == RL_BACKEND_MEMCACHED && config->backend.key_hash_secret[0] == '\0')
-        rl_log_warn("main", "backend.key_hash_secret is empty: whoever can list memcached's keys can test guessed API "
-                            "keys against them; set one random secret on every instance");
+    warn_if_secret_is_weak(config);
     char err[512] = "";
     if ((limits = rl_limits_create(config)) == NULL) {
         rl_log_error("main", "out of memory");

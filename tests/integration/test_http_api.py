@@ -622,16 +622,22 @@ class CommandLineTest(h.RLTestCase):
             self.assertEqual(h.http_get(port, "/limit", {"X-API-Key": "t0"})[0], 200)
             self.assertEqual(d.stop(), 0)
 
-    def test_an_empty_key_hash_secret_is_warned_about_with_memcached(self):
+    def test_an_empty_or_short_key_hash_secret_is_warned_about_with_memcached(self):
         """The default secret is empty, which makes every memcached key a plain hash of its API
-        key: the start-up log says so, and says nothing once a secret is set."""
-        for secret, warned in (("", True), ("s3cret-from-a-vault", False)):
+        key, and a short one (the example file's placeholder) is guessable: the start-up log says
+        so, and says nothing once a secret of 16 bytes or more is set."""
+        for secret, warning in (("", "backend.key_hash_secret is empty"),
+                                ("change-me", "backend.key_hash_secret has only 9 bytes"),
+                                ("s3cret-from-a-vault", None)):
+            warned = warning is not None
             port = h.free_port()
             cfg = h.base_config(port, ["127.0.0.1:%d" % h.free_port()])  # no memcached needed
             cfg["backend"]["key_hash_secret"] = secret
             d = self.daemon(cfg, port=port, name="secret%d" % warned)
             self.assertTrue(h.wait_until(lambda: " started: " in d.log(), 3.0), d.log_tail())
-            self.assertEqual("backend.key_hash_secret is empty" in d.log(), warned, d.log_tail())
+            self.assertEqual("backend.key_hash_secret" in d.log(), warned, d.log_tail())
+            if warned:
+                self.assertIn(warning, d.log())
             self.assertEqual(d.stop(), 0)
 
     def test_second_daemon_on_the_same_port_fails_fast(self):
@@ -669,6 +675,12 @@ class CommandLineTest(h.RLTestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertIn("--config", r.stdout)
         self.assertIn("--check-config", r.stdout)
+        self.assertIn("Usage: ratelimitd [--config FILE] [--check-config] [--version] [--help]\n", r.stdout)
+        # every argument is checked before --version or --help acts, whichever comes first
+        for args in (("--version", "--bogus"), ("--help", "stray"), ("-v", "-x")):
+            r = self.run_bin(*args)
+            self.assertEqual(r.returncode, 2, (args, r))
+            self.assertEqual(r.stdout, "", (args, r))
 
 
 if __name__ == "__main__":
