@@ -15,7 +15,7 @@
 #include "ratelimitd/error.h"
 #include "ratelimitd/metrics.h"
 
-#define RL_LATENCY_BUCKETS 12
+#define RL_LATENCY_BUCKETS 16
 
 typedef enum {
     RL_NODE_UNKNOWN = 0,
@@ -58,9 +58,11 @@ struct st_rl_metrics_t {
     _Atomic uint64_t reloads_failed;
 };
 
-/* Upper bounds in microseconds; the last bucket is +Inf. */
-static const uint64_t latency_bounds_usec[RL_LATENCY_BUCKETS - 1] = {50,   100,   250,   500,   1000,  2500,
-                                                                     5000, 10000, 25000, 50000, 100000};
+/* Upper bounds in microseconds; the last bucket is +Inf. Up to 2.5 s, because timeout_ms may be up
+ * to 1000 at the default TTL and late replies are observed too: with a top bucket below the
+ * timeout, a p99 read from the histogram could never show how slow a node has become. */
+static const uint64_t latency_bounds_usec[RL_LATENCY_BUCKETS - 1] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
 
 static const char *const outcome_names[RL_OUTCOME__COUNT] = {
     [RL_OUTCOME_ALLOWED] = "allowed",           [RL_OUTCOME_LIMITED] = "limited",

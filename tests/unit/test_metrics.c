@@ -73,16 +73,20 @@ static void test_latency_histogram_is_cumulative(void **state)
     rl_config_t config = two_node_config();
     rl_metrics_t *metrics = rl_metrics_create(1, &config);
     rl_metrics_thread_t *mt = rl_metrics_thread(metrics, 0);
-    rl_metrics_observe_backend_latency(mt, 40);     /* <= 50 us */
-    rl_metrics_observe_backend_latency(mt, 700);    /* <= 1 ms */
-    rl_metrics_observe_backend_latency(mt, 500000); /* +Inf */
+    rl_metrics_observe_backend_latency(mt, 40);      /* <= 50 us */
+    rl_metrics_observe_backend_latency(mt, 700);     /* <= 1 ms */
+    rl_metrics_observe_backend_latency(mt, 500000);  /* <= 0.5 s: a slow node under a long timeout_ms */
+    rl_metrics_observe_backend_latency(mt, 3000000); /* +Inf */
     char *text = render(metrics);
     assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_bucket{le=\"5e-05\"}"), 1);
     assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_bucket{le=\"0.001\"}"), 2);
     assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_bucket{le=\"0.1\"}"), 2);
-    assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_bucket{le=\"+Inf\"}"), 3);
-    assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_count"), 3);
-    assert_true(value_of(text, "ratelimitd_backend_request_duration_seconds_sum") > 0.50073);
+    assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_bucket{le=\"0.25\"}"), 2);
+    assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_bucket{le=\"0.5\"}"), 3);
+    assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_bucket{le=\"2.5\"}"), 3);
+    assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_bucket{le=\"+Inf\"}"), 4);
+    assert_int_equal(value_of(text, "ratelimitd_backend_request_duration_seconds_count"), 4);
+    assert_true(value_of(text, "ratelimitd_backend_request_duration_seconds_sum") > 3.50073);
     free(text);
     rl_metrics_destroy(metrics);
 }
