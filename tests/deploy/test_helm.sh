@@ -414,12 +414,23 @@ JS
     else
         failed "$name: helm test script"; cat "$work/$name.testpod.out"; tail -n 5 "$work/$name.daemon.log"
     fi
+    curl -s "http://127.0.0.1:$port/metrics" >"$work/$name.metrics" || true
     kill "$daemon_pid" 2>/dev/null || true
     wait "$daemon_pid" 2>/dev/null || true
     daemon_pid=""
 }
 run_test_pod default "$ci/default-values.yaml"
 run_test_pod external-memcached "$ci/external-memcached-values.yaml"
+
+echo "== the alert rules and the dashboard use only series the daemon exports"
+# The validator parsed every rule's and panel's PromQL above and listed the ratelimitd_* names
+# they use; each must be a sample name in the scrape of the daemon the helm test script just ran.
+mapfile -t used < <(sed -n 's/^uses-metric=//p' "$work/external-memcached.val")
+missing=()
+for m in "${used[@]}"; do grep -q "^$m[{ ]" "$work/external-memcached.metrics" || missing+=("$m"); done
+grep -q 'PrometheusRule' "$work/external-memcached.val" && ((${#used[@]} >= 8)) && ((${#missing[@]} == 0)) &&
+    pass "external-memcached: the PrometheusRule's and dashboard's ${#used[@]} metric names are all in /metrics" ||
+    failed "external-memcached: metric names not exported: ${missing[*]:-none} (used: ${used[*]:-none})"
 
 echo "== the chart's memcached command line, run here, serves ratelimitd"
 # The StatefulSet's args as rendered (port moved to a free one, bound to 127.0.0.1): memcached

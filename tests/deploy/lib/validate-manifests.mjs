@@ -5,8 +5,12 @@
 //        [--expect-pdb present|absent] [--expect-config external --config-secret NAME]
 //        [--expect-readiness /healthz|/readyz]   (default: from the rendered config's on_failure)
 //
-// Needs RL_NODE_MODULES = a node_modules dir holding kubernetes-models@5.1.0 and yaml@2
-// (scripts/deploy-tools installs them). Prints one line per check; exits 1 on any failure.
+// Needs RL_NODE_MODULES = a node_modules dir holding kubernetes-models@5.1.0, yaml@2 and
+// @prometheus-io/lezer-promql (scripts/deploy-tools installs them). PromQL in the alert rules and
+// the dashboard is parsed with Prometheus's own grammar (the one its web UI uses), which also knows
+// the function names; no Prometheus runs here, so label names and values are not checked.
+// Prints every ratelimitd_* metric name the rules and dashboard use as "uses-metric=<name>", for
+// the caller to compare with a real daemon's /metrics. Prints one line per check; exits 1 on any failure.
 // Prints "checksum=<sha256>" (the Deployment's checksum/config annotation) for the caller.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,6 +21,7 @@ if (!modules) {
     process.exit(2);
 }
 const YAML = await import(path.join(modules, 'yaml/dist/index.js'));
+const { parser: promql } = await import(path.join(modules, '@prometheus-io/lezer-promql/dist/index.es.js'));
 
 const args = process.argv.slice(2);
 const file = args.shift();
@@ -74,6 +79,37 @@ function checkServiceMonitor(o, id) {
     check(problems.length === 0, `${id} structural check${problems.length ? ': ' + problems.join(', ') : ''}`);
 }
 
+// Offset of the first syntax error in a PromQL expression, or -1.
+function promqlError(expr) {
+    let at = -1;
+    promql.parse(expr).iterate({ enter: (n) => { if (n.type.isError && at < 0) at = n.from; } });
+    return at;
+}
+
+const usedMetrics = new Set();
+function checkPromql(expr, where) {
+    const at = typeof expr === 'string' ? promqlError(expr) : 0;
+    check(at < 0, `${where}: PromQL parses${at < 0 ? '' : ` (error at ${at} of ${JSON.stringify(expr)})`}`);
+    for (const m of String(expr).matchAll(/\bratelimitd_[a-z0-9_]+/g)) usedMetrics.add(m[0]);
+}
+
+function checkPrometheusRule(o, id) {
+    const problems = [];
+    const groups = o.spec?.groups;
+    if (!Array.isArray(groups) || groups.length === 0) problems.push('spec.groups');
+    for (const g of groups || []) {
+        if (typeof g.name !== 'string' || !g.name) problems.push('groups[].name');
+        if (!Array.isArray(g.rules) || g.rules.length === 0) problems.push(`group ${g.name}: rules`);
+        for (const r of g.rules || []) {
+            if (typeof r.alert !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(r.alert)) problems.push(`rule ${r.alert}: alert name`);
+            if (r.for !== undefined && !/^\d+(ms|s|m|h)$/.test(r.for)) problems.push(`rule ${r.alert}: for`);
+            for (const k of Object.keys(r)) if (!['alert', 'expr', 'for', 'labels', 'annotations'].includes(k)) problems.push(`rule ${r.alert}: ${k} unknown`);
+            checkPromql(r.expr, `${id} ${r.alert}`);
+        }
+    }
+    check(problems.length === 0, `${id} structural check${problems.length ? ': ' + problems.join(', ') : ''}`);
+}
+
 for (const o of objs) {
     const id = `${o.apiVersion}/${o.kind} ${o.metadata?.name}`;
     if (typeof o.apiVersion !== 'string' || typeof o.kind !== 'string') {
@@ -86,6 +122,10 @@ for (const o of objs) {
     }
     if (o.apiVersion === 'monitoring.coreos.com/v1' && o.kind === 'ServiceMonitor') {
         checkServiceMonitor(o, id);
+        continue;
+    }
+    if (o.apiVersion === 'monitoring.coreos.com/v1' && o.kind === 'PrometheusRule') {
+        checkPrometheusRule(o, id);
         continue;
     }
     const modPath = path.join(modules, 'kubernetes-models', o.apiVersion, 'index.js');
@@ -325,6 +365,7 @@ const dash = objs.find((o) => o.kind === 'ConfigMap' && o.data?.['ratelimitd.jso
 if (dash) {
     try {
         const j = JSON.parse(dash.data['ratelimitd.json']);
+        for (const p of j.panels) for (const t of p.targets) checkPromql(t.expr, `dashboard panel "${p.title}"`);
         const exprs = j.panels.flatMap((p) => p.targets.map((t) => t.expr)).join(' ');
         check(['ratelimitd_requests_total', 'ratelimitd_backend_request_duration_seconds_bucket', 'ratelimitd_backend_errors_total', 'ratelimitd_backend_node_up']
             .every((m) => exprs.includes(m)), 'Grafana dashboard JSON parses and uses the ratelimitd_* metrics');
@@ -332,6 +373,8 @@ if (dash) {
         fail(`Grafana dashboard JSON: ${e.message}`);
     }
 }
+
+for (const m of [...usedMetrics].sort()) console.log(`uses-metric=${m}`);
 
 if (failures) {
     console.log(`${failures} check(s) FAILED`);
