@@ -464,8 +464,18 @@ class HostileClientsTest(h.RLTestCase):
         cfg = h.base_config(port, server={"max_connections": 5})
         cfg["listen"].append({"address": h.HOST, "port": admin_port, "role": "admin"})
         d = self.daemon(cfg, port=port, name="admin")
+
+        def settled(held_open):
+            """Waits until the daemon counts only the connections held open and the scrape asking
+            (on the admin port): closes reach its loop threads a moment after the client's close."""
+            def count():
+                return h.scrape_metrics(admin_port).get("ratelimitd_open_connections")
+            ok = h.wait_until(lambda: count() == held_open + 1, 3.0)
+            self.assertTrue(ok, "%r connections counted, want %d" % (count(), held_open + 1))
+
         held = []
         try:
+            settled(0)
             for _ in range(5):
                 s = socket.create_connection((h.HOST, port), timeout=3)
                 held.append(s)
@@ -475,8 +485,9 @@ class HostileClientsTest(h.RLTestCase):
             for path in ("/healthz", "/readyz", "/metrics"):
                 self.assertEqual(h.status_of(admin_port, path), 200, path)
             status, _, body = h.http_get(admin_port, "/metrics")
-            self.assertIn(b"ratelimitd_connections_shed_total 1", body)
+            self.assertIn(b"\nratelimitd_connections_shed_total 1\n", body)
             self.assertEqual(h.status_of(admin_port, "/limit", headers={"X-API-Key": "alice"}), 404)
+            settled(5)
             admin_held = [socket.create_connection((h.HOST, admin_port), timeout=3) for _ in range(80)]
             held.extend(admin_held)
             for s in admin_held:

@@ -633,7 +633,7 @@ class CommandLineTest(h.RLTestCase):
             port = h.free_port()
             cfg = h.base_config(port, ["127.0.0.1:%d" % h.free_port()])  # no memcached needed
             cfg["backend"]["key_hash_secret"] = secret
-            d = self.daemon(cfg, port=port, name="secret%d" % warned)
+            d = self.daemon(cfg, port=port, name="secret-%d" % len(secret))
             self.assertTrue(h.wait_until(lambda: " started: " in d.log(), 3.0), d.log_tail())
             self.assertEqual("backend.key_hash_secret" in d.log(), warned, d.log_tail())
             if warned:
