@@ -188,6 +188,18 @@ grep -q '^    type: Recreate$' "$r/local-backend.yaml" && ! grep -q 'maxSurge' "
     pass "local-backend: strategy Recreate (no second pod counting apart); default: RollingUpdate, maxSurge 25%" ||
     failed "update strategy: local-backend $(grep -A1 '^  strategy:' "$r/local-backend.yaml" | tail -n 1), default $(grep -A1 '^  strategy:' "$r/default.yaml" | tail -n 1)"
 
+echo "== admin.enabled=false: probes and scrapes back on the http port, no admin listener"
+H template rl "$chart" --namespace rl-ci -f "$ci/external-memcached-values.yaml" --set admin.enabled=false >"$work/noadmin.yaml" &&
+    node "$validator" "$work/noadmin.yaml" --config-out "$work/noadmin.ratelimitd.yaml" --expect-servicemonitor present >"$work/noadmin.val" 2>&1 &&
+    grep -q 'ok   liveness probe GET /healthz on port http' "$work/noadmin.val" &&
+    grep -q 'ok   ServiceMonitor scrapes /metrics on port http' "$work/noadmin.val" &&
+    ! grep -q 'role: admin' "$work/noadmin.ratelimitd.yaml" && ! grep -q 'name: rl-ratelimitd-admin' "$work/noadmin.yaml" &&
+    grep -q 'job="rl-ratelimitd"' "$work/noadmin.yaml" &&
+    pass "admin.enabled=false: probes and ServiceMonitor on http, no admin listener or Service, rules on job rl-ratelimitd" ||
+    { failed "admin.enabled=false"; grep -v '  ok' "$work/noadmin.val"; }
+grep -q 'job="rl-ratelimitd-admin"' "$work/external-memcached.yaml" &&
+    pass "the alert rules select the admin Service's job (rl-ratelimitd-admin)" || failed "alert rules' job label"
+
 echo "== the readiness probe follows on_failure"
 # readiness HELM-ARGS... -> the Deployment's readiness probe path
 readiness() {

@@ -170,7 +170,7 @@ app.kubernetes.io/component: memcached
 {{- if and .Values.tls.enabled (eq (int .Values.tls.port) (int .Values.service.port)) -}}
 {{- fail "tls.port and service.port must differ" -}}
 {{- end -}}
-{{- if or (eq (int .Values.admin.port) (int .Values.service.port)) (and .Values.tls.enabled (eq (int .Values.admin.port) (int .Values.tls.port))) -}}
+{{- if and .Values.admin.enabled (or (eq (int .Values.admin.port) (int .Values.service.port)) (and .Values.tls.enabled (eq (int .Values.admin.port) (int .Values.tls.port)))) -}}
 {{- fail "admin.port must differ from service.port and tls.port" -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (eq (int .Values.autoscaling.targetCPUUtilizationPercentage) 0) (not .Values.autoscaling.customMetric.enabled) -}}
@@ -240,8 +240,10 @@ set. Not `default`, which takes 0 (a valid value: drain nothing) for unset. */}}
 {{- range .Values.listenAddresses -}}
 {{- $listen = append $listen (dict "address" . "port" (int $.Values.service.port)) -}}
 {{- end -}}
+{{- if .Values.admin.enabled -}}
 {{- range .Values.listenAddresses -}}
 {{- $listen = append $listen (dict "address" . "port" (int $.Values.admin.port) "role" "admin") -}}
+{{- end -}}
 {{- end -}}
 {{- if .Values.tls.enabled -}}
 {{- range .Values.listenAddresses -}}
@@ -268,4 +270,19 @@ true
 
 {{- define "ratelimitd.configName" -}}
 {{- default (printf "%s-config" (include "ratelimitd.fullname" .)) .Values.existingConfigSecret -}}
+{{- end -}}
+
+{{/* The container port the probes and the ServiceMonitor use. */}}
+{{- define "ratelimitd.opsPort" -}}
+{{- if .Values.admin.enabled -}}admin{{- else -}}http{{- end -}}
+{{- end -}}
+
+{{/* The job label a ServiceMonitor scrape gets: the name of the Service it finds the port on. */}}
+{{- define "ratelimitd.metricsJob" -}}
+{{- if .Values.admin.enabled -}}{{ include "ratelimitd.adminServiceName" . }}{{- else -}}{{ include "ratelimitd.fullname" . }}{{- end -}}
+{{- end -}}
+
+{{/* <fullname>-admin within the 63 characters of a Service name. */}}
+{{- define "ratelimitd.adminServiceName" -}}
+{{- printf "%s-admin" (include "ratelimitd.fullname" . | trunc 57 | trimSuffix "-") -}}
 {{- end -}}

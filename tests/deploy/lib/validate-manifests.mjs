@@ -209,16 +209,17 @@ if (dep) {
 
     const ports = Object.fromEntries((ctr.ports || []).map((p) => [p.name, p.containerPort]));
     if (!externalConfig) check(ports.http === cfg.listen?.[0]?.port, `container port http = config listen port ${cfg.listen?.[0]?.port}`);
-    // the admin listener: probes must get in while clients hold every API connection
+    // the admin listener (admin.enabled): probes must get in while clients hold every API connection
     const adminListen = (cfg.listen || []).find((l) => l.role === 'admin');
-    if (!externalConfig) check(adminListen && ports.admin === adminListen.port, `container port admin = config admin listener port ${adminListen?.port}`);
-    check(ctr.livenessProbe?.httpGet?.path === '/healthz' && ctr.livenessProbe.httpGet.port === 'admin', 'liveness probe GET /healthz on port admin');
+    const opsPort = 'admin' in ports ? 'admin' : 'http';
+    if (!externalConfig) check(adminListen ? ports.admin === adminListen.port : !('admin' in ports), `container port admin = config admin listener port ${adminListen?.port ?? '(none)'}`);
+    check(ctr.livenessProbe?.httpGet?.path === '/healthz' && ctr.livenessProbe.httpGet.port === opsPort, `liveness probe GET /healthz on port ${opsPort}`);
     // /readyz is 503 while no memcached node answers: with on_failure open (the daemon's
     // default) the pods still answer 200 then and must stay in the Service.
     const onFailure = cfg.backend?.on_failure ?? 'open';
     const wantReady = opts['expect-readiness'] ?? (onFailure === 'closed' ? '/readyz' : '/healthz');
-    check(ctr.readinessProbe?.httpGet?.path === wantReady && ctr.readinessProbe.httpGet.port === 'admin',
-        `readiness probe GET ${wantReady} on port admin (on_failure ${externalConfig ? 'in the existing Secret' : onFailure}; got ${ctr.readinessProbe?.httpGet?.path})`);
+    check(ctr.readinessProbe?.httpGet?.path === wantReady && ctr.readinessProbe.httpGet.port === opsPort,
+        `readiness probe GET ${wantReady} on port ${opsPort} (on_failure ${externalConfig ? 'in the existing Secret' : onFailure}; got ${ctr.readinessProbe?.httpGet?.path})`);
     // DEPLOY.md: an unfinished HTTP/1.1 head holds about 460 KiB until idle_timeout_ms; keep
     // max_connections x 460 KiB + 32 MiB, plus the local store's table (1.5 slots of 32 bytes
     // per local_max_keys, all of it touched in time), under the memory limit.
@@ -274,7 +275,13 @@ if (dep) {
     const tlsOn = opts['expect-tls'] === 'on';
     const svc = by('Service').find((s) => s.metadata.name === dep.metadata.name);
     check(svc && svc.spec.ports.some((p) => p.name === 'http' && p.targetPort === 'http'), 'Service port http -> http');
-    check(svc && svc.spec.ports.some((p) => p.name === 'admin' && p.targetPort === 'admin'), 'Service port admin -> admin');
+    // 64 admin connections per pod are few: never on the client-facing Service (maybe a LoadBalancer)
+    check(svc && !svc.spec.ports.some((p) => p.name === 'admin'), 'no admin port on the client-facing Service');
+    if ('admin' in ports) {
+        const adminSvc = by('Service').find((s) => s !== svc && s.spec.ports.some((p) => p.name === 'admin'));
+        check(adminSvc && adminSvc.spec.type === 'ClusterIP' && adminSvc.spec.ports.some((p) => p.name === 'admin' && p.targetPort === 'admin'),
+            'ClusterIP Service <name>-admin: port admin -> admin');
+    }
     check(!!(svc && svc.spec.ports.some((p) => p.name === 'https')) === tlsOn, `Service https port ${tlsOn ? 'present' : 'absent'}`);
     check(('https' in ports) === tlsOn, `container https port ${tlsOn ? 'present' : 'absent'}`);
     const tlsListen = (cfg.listen || []).find((l) => l.tls);
@@ -345,7 +352,10 @@ if (opts['expect-netpol'] === 'present') {
         const rnp = netpols.find((n) => JSON.stringify(n.spec.podSelector.matchLabels) === JSON.stringify(dep.spec.selector.matchLabels));
         if (rnp) {
             const allowed = (rnp.spec.ingress || []).flatMap((r) => (r.ports || []).map((p) => p.port));
-            check(allowed.includes('http') && allowed.includes('admin'), `ratelimitd NetworkPolicy admits its http and admin ports (${allowed.join(',')})`);
+            check(allowed.includes('http') && (allowed.includes('admin') || !by('Service').some((s) => s.spec.ports.some((p) => p.name === 'admin'))),
+                `ratelimitd NetworkPolicy admits its http and admin ports (${allowed.join(',')})`);
+            const adminRule = (rnp.spec.ingress || []).find((r) => (r.ports || []).some((p) => p.port === 'admin'));
+            check(!adminRule || adminRule.ports.length === 1, 'the admin port has an ingress rule of its own (its own peers)');
         }
     }
 } else if (opts['expect-netpol'] === 'absent') {
@@ -357,7 +367,8 @@ if (opts['expect-servicemonitor']) {
     if (n === 1) {
         const ep = by('ServiceMonitor')[0].spec.endpoints[0];
         const svc = by('Service').find((s) => s.spec.ports.some((p) => p.name === ep.port));
-        check(ep.port === 'admin' && ep.path === '/metrics' && !!svc, `ServiceMonitor scrapes /metrics on the Service's admin port (got ${ep.port})`);
+        const wantPort = by('Service').some((s) => s.spec.ports.some((p) => p.name === 'admin')) ? 'admin' : 'http';
+        check(ep.port === wantPort && ep.path === '/metrics' && !!svc, `ServiceMonitor scrapes /metrics on port ${wantPort} (got ${ep.port})`);
     }
 }
 
