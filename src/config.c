@@ -243,21 +243,23 @@ static void set_listen(rl_cfg_parser_t *parser, const yaml_node_t *node, const r
     config->num_listen = n;
     /* listeners whose address and port parsed; others hold defaults that must not be compared */
     unsigned char clean[RL_CONFIG_MAX_LISTENERS] = {0};
-    size_t parsed = 0, api_listeners = 0;
+    size_t api_listeners = 0;
     for (size_t i = 0; i < n; ++i) {
         rl_listen_config_t *listen = &config->listen[i];
         const yaml_node_t *item = yaml_document_get_node(&parser->doc, node->data.sequence.items.start[i]);
         rl_cfg_path_t at = rl_cfg_path_index(path, i);
         rl_cfg_apply_defaults(parser, listen_table, listen);
-        if (item == NULL || !rl_cfg_expect(&parser->errors, item, &at, YAML_MAPPING_NODE, "a mapping"))
+        /* a role that is missing or failed to parse keeps the default, api: no second error for it */
+        if (item == NULL || !rl_cfg_expect(&parser->errors, item, &at, YAML_MAPPING_NODE, "a mapping")) {
+            ++api_listeners;
             continue;
+        }
         size_t errors_before = parser->errors.count;
         rl_cfg_apply_table(parser, listen_table, item, &at, listen);
+        api_listeners += listen->role == RL_LISTEN_API;
         if (parser->errors.count != errors_before)
             continue;
         clean[i] = 1;
-        ++parsed;
-        api_listeners += listen->role == RL_LISTEN_API;
         for (size_t j = 0; j < i; ++j) {
             if (!clean[j])
                 continue;
@@ -272,8 +274,7 @@ static void set_listen(rl_cfg_parser_t *parser, const yaml_node_t *node, const r
             }
         }
     }
-    /* only when every listener parsed: one with an error in its role may have been meant as api */
-    if (parsed == n && api_listeners == 0)
+    if (api_listeners == 0)
         rl_cfg_error(&parser->errors, node->start_mark, path, "needs at least one listener with role api");
 }
 

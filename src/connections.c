@@ -5,6 +5,7 @@
  * half-closes through it, and the watchdog reads each connection's TCP_INFO through it to find
  * the ones whose peer has stopped sending and acknowledging.
  */
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -188,7 +189,10 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     rl_worker_t *worker = H2O_STRUCT_FROM_MEMBER(rl_worker_t, ctx, accept_ctx->ctx);
     if (err != NULL)
         return;
-    rl_listen_role_t role = worker->config->listen[accept_ctx - worker->accept_ctxs].role;
+    /* a listener's data is this worker's accept context of the same index as its config entry */
+    size_t index = (size_t)(accept_ctx - worker->accept_ctxs);
+    assert(index < worker->num_listeners);
+    rl_listen_role_t role = worker->config->listen[index].role;
     rl_connection_limit_t *limit = &worker->connection_limits[role];
     /* Accept a bounded batch per wake-up so one busy listener cannot starve the loop. */
     for (int i = 0; i < 16; ++i) {

@@ -490,6 +490,12 @@ static void test_listener_roles_default_to_api_and_need_one_api_listener(void **
     rl_config_destroy(config);
     assert_single_error("listen:\n  - {port: 9090, role: admin}\n",
                         "conf/t.yaml:2:3: listen: needs at least one listener with role api");
+    /* reported with the other listeners' errors, which do not hide it */
+    char *errors2;
+    assert_null(parse("listen:\n  - {port: 9090, role: admin}\n  - {port: 0, role: admin}\n", &errors2));
+    assert_has_error(errors2, "conf/t.yaml:3:12: listen[1].port: must be between 1 and 65535");
+    assert_has_error(errors2, "conf/t.yaml:2:3: listen: needs at least one listener with role api");
+    free(errors2);
     assert_single_error("listen:\n  - {port: 9090, role: metrics}\n",
                         "conf/t.yaml:2:24: listen[0].role: must be one of api, admin, got \"metrics\"");
 }
