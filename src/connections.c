@@ -204,7 +204,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             return;
         }
         if (!track_connection(worker, limit, sock)) {
-            rl_metrics_count_connection_shed(worker->metrics);
+            rl_metrics_count_connection_shed(worker->metrics, role == RL_LISTEN_ADMIN);
             h2o_socket_close(sock); /* shed before any parsing */
             continue;
         }

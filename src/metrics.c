@@ -40,6 +40,7 @@ struct st_rl_metrics_thread_t {
     _Atomic uint64_t deny_cache_hits;
     _Atomic int64_t open_connections;
     _Atomic uint64_t connections_shed;
+    _Atomic uint64_t admin_connections_shed;
     _Atomic uint64_t accept_pauses;
     _Atomic uint64_t header_blocks_refused;
     _Atomic uint64_t latency_buckets[RL_LATENCY_BUCKETS]; /* not cumulative; summed at render */
@@ -156,9 +157,9 @@ void rl_metrics_connection_closed(rl_metrics_thread_t *mt)
                           memory_order_relaxed);
 }
 
-void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt)
+void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt, bool admin)
 {
-    bump(&mt->connections_shed, 1);
+    bump(admin ? &mt->admin_connections_shed : &mt->connections_shed, 1);
 }
 
 void rl_metrics_count_accept_pause(rl_metrics_thread_t *mt)
@@ -322,6 +323,12 @@ static void render_requests(rl_metrics_t *m, rl_text_t *out)
                 "(server.max_connections, or less if the open-file limit is lower) was reached.\n"
                 "# TYPE ratelimitd_connections_shed_total counter\nratelimitd_connections_shed_total %llu\n",
                 (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, connections_shed)));
+    text_printf(
+        out,
+        "# HELP ratelimitd_admin_connections_shed_total Connections to admin listeners closed at accept: "
+        "their own limit of 64 per process was reached.\n"
+        "# TYPE ratelimitd_admin_connections_shed_total counter\nratelimitd_admin_connections_shed_total %llu\n",
+        (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, admin_connections_shed)));
     text_printf(out,
                 "# HELP ratelimitd_accept_pauses_total Times a loop thread stopped accepting for 100 ms because "
                 "no file descriptor was left.\n"

@@ -35,8 +35,9 @@ void rl_metrics_count_request(rl_metrics_thread_t *mt, rl_outcome_t outcome);
 void rl_metrics_count_deny_cache_hit(rl_metrics_thread_t *mt);
 void rl_metrics_connection_opened(rl_metrics_thread_t *mt);
 void rl_metrics_connection_closed(rl_metrics_thread_t *mt);
-/* A connection closed at accept because the connection limit in force was reached. */
-void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt);
+/* A connection closed at accept because the connection limit in force was reached: an API
+ * listener's (server.max_connections) or, with `admin`, the admin listeners' own. */
+void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt, bool admin);
 /* accept() found no descriptor left and the thread stopped accepting for a moment. */
 void rl_metrics_count_accept_pause(rl_metrics_thread_t *mt);
 /* An HTTP/2 header block refused for naming too many fields (http2_guard.h). */

@@ -147,8 +147,9 @@ static void test_connections_gauge_and_process_series(void **state)
     rl_metrics_connection_opened(mt);
     rl_metrics_connection_opened(mt);
     rl_metrics_connection_closed(mt);
-    rl_metrics_count_connection_shed(mt);
-    rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1));
+    rl_metrics_count_connection_shed(mt, false);
+    rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), false);
+    rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), true);
     rl_metrics_count_accept_pause(mt);
     rl_metrics_count_header_block_refused(rl_metrics_thread(metrics, 1));
     rl_metrics_count_header_block_refused(rl_metrics_thread(metrics, 1));
@@ -158,6 +159,7 @@ static void test_connections_gauge_and_process_series(void **state)
     char *text = render(metrics);
     assert_int_equal(value_of(text, "ratelimitd_open_connections"), 1);
     assert_int_equal(value_of(text, "ratelimitd_connections_shed_total"), 2); /* summed over threads */
+    assert_int_equal(value_of(text, "ratelimitd_admin_connections_shed_total"), 1);
     assert_int_equal(value_of(text, "ratelimitd_accept_pauses_total"), 1);
     assert_int_equal(value_of(text, "ratelimitd_http2_header_blocks_refused_total"), 2);
     assert_int_equal(value_of(text, "ratelimitd_draining"), 1);
