@@ -221,17 +221,19 @@ if (dep) {
     check(ctr.readinessProbe?.httpGet?.path === wantReady && ctr.readinessProbe.httpGet.port === opsPort,
         `readiness probe GET ${wantReady} on port ${opsPort} (on_failure ${externalConfig ? 'in the existing Secret' : onFailure}; got ${ctr.readinessProbe?.httpGet?.path})`);
     // DEPLOY.md: an unfinished HTTP/1.1 head holds about 460 KiB until idle_timeout_ms; keep
-    // max_connections x 460 KiB + 32 MiB, plus the local store's table (1.5 slots of 32 bytes
+    // (max_connections + 64 admin connections) x 460 KiB + 32 MiB, plus the local store's table (1.5 slots of 32 bytes
     // per local_max_keys, all of it touched in time), under the memory limit.
     if (externalConfig) ok('memory rule not checked: server.max_connections is in the existing Secret');
     else {
         const conns = cfg.server?.max_connections ?? 10000;
         const localKeys = cfg.backend?.type === 'memcached' ? 0 : (cfg.backend?.local_max_keys ?? 1048576);
-        const need = conns * 460 * 1024 + 32 * 2 ** 20 + localKeys * 48;
+        // the admin listener's 64 connections (RL_ADMIN_MAX_CONNECTIONS) can hold heads too
+        const adminConns = (cfg.listen || []).some((l) => l.role === 'admin') ? 64 : 0;
+        const need = (conns + adminConns) * 460 * 1024 + 32 * 2 ** 20 + localKeys * 48;
         const limit = bytes(ctr.resources?.limits?.memory);
         const table = localKeys ? ` + local_max_keys ${localKeys} x 48 B` : '';
         check(limit !== undefined && need <= limit,
-            `memory: server.max_connections ${conns} x 460 KiB + 32 MiB${table} = ${Math.ceil(need / 2 ** 20)} MiB <= limits.memory ${ctr.resources?.limits?.memory} (${limit === undefined ? '?' : Math.floor(limit / 2 ** 20)} MiB)`);
+            `memory: (server.max_connections ${conns} + admin ${adminConns}) x 460 KiB + 32 MiB${table} = ${Math.ceil(need / 2 ** 20)} MiB <= limits.memory ${ctr.resources?.limits?.memory} (${limit === undefined ? '?' : Math.floor(limit / 2 ** 20)} MiB)`);
     }
     // The local store counts per pod: a surge pod next to the old one would double the limit.
     const strategy = dep.spec.strategy || {};
