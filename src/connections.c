@@ -30,6 +30,7 @@ typedef struct st_rl_connection_t {
     h2o_linklist_t link;
     rl_worker_t *worker;
     rl_connection_limit_t *limit; /* the one it was counted against */
+    bool admin;                   /* accepted on an admin listener */
     h2o_socket_t *sock;
     uint64_t acked, received, progress_ms;
 } rl_connection_t;
@@ -98,15 +99,16 @@ static void on_connection_close(void *data)
     rl_connection_t *conn = data;
     rl_worker_t *worker = conn->worker;
     atomic_fetch_sub_explicit(&conn->limit->open, 1, memory_order_relaxed);
+    rl_metrics_connection_closed(worker->metrics, conn->admin);
     h2o_linklist_unlink(&conn->link);
     free(conn);
     --worker->connections;
-    rl_metrics_connection_closed(worker->metrics);
 }
 
 /* Returns false when the connection must be shed (over its limit or out of memory). */
-static bool track_connection(rl_worker_t *worker, rl_connection_limit_t *limit, h2o_socket_t *sock)
+static bool track_connection(rl_worker_t *worker, rl_listen_role_t role, h2o_socket_t *sock)
 {
+    rl_connection_limit_t *limit = &worker->connection_limits[role];
     size_t open = atomic_fetch_add_explicit(&limit->open, 1, memory_order_relaxed);
     rl_connection_t *conn = malloc(sizeof(*conn));
     if (conn == NULL || open >= limit->max) {
@@ -114,10 +116,14 @@ static bool track_connection(rl_worker_t *worker, rl_connection_limit_t *limit, 
         free(conn);
         return false;
     }
-    *conn = (rl_connection_t){.worker = worker, .limit = limit, .sock = sock, .progress_ms = rl_now_mono_ms()};
+    *conn = (rl_connection_t){.worker = worker,
+                              .limit = limit,
+                              .admin = role == RL_LISTEN_ADMIN,
+                              .sock = sock,
+                              .progress_ms = rl_now_mono_ms()};
     h2o_linklist_insert(&worker->connection_list, &conn->link);
     ++worker->connections;
-    rl_metrics_connection_opened(worker->metrics);
+    rl_metrics_connection_opened(worker->metrics, conn->admin);
     sock->on_close.cb = on_connection_close;
     sock->on_close.data = conn;
     return true;
@@ -193,7 +199,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     size_t index = (size_t)(accept_ctx - worker->accept_ctxs);
     assert(index < worker->num_listeners);
     rl_listen_role_t role = worker->config->listen[index].role;
-    rl_connection_limit_t *limit = &worker->connection_limits[role];
     /* Accept a bounded batch per wake-up so one busy listener cannot starve the loop. */
     for (int i = 0; i < 16; ++i) {
         errno = 0;
@@ -203,7 +208,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
                 pause_accepting(worker, errno);
             return;
         }
-        if (!track_connection(worker, limit, sock)) {
+        if (!track_connection(worker, role, sock)) {
             rl_metrics_count_connection_shed(worker->metrics, role == RL_LISTEN_ADMIN);
             h2o_socket_close(sock); /* shed before any parsing */
             continue;

@@ -38,7 +38,7 @@ typedef struct st_rl_node_counters_t {
 struct st_rl_metrics_thread_t {
     _Alignas(64) _Atomic uint64_t requests[RL_OUTCOME__COUNT];
     _Atomic uint64_t deny_cache_hits;
-    _Atomic int64_t open_connections;
+    _Atomic int64_t open_connections, admin_open_connections;
     _Atomic uint64_t connections_shed;
     _Atomic uint64_t admin_connections_shed;
     _Atomic uint64_t accept_pauses;
@@ -54,6 +54,7 @@ struct st_rl_metrics_t {
     char **node_names;
     size_t num_nodes;
     const char *backend_name;
+    uint32_t max_connections; /* set before the loop threads start, never after */
     _Atomic int draining;
     _Atomic uint64_t reloads_ok;
     _Atomic uint64_t reloads_failed;
@@ -145,16 +146,19 @@ void rl_metrics_count_deny_cache_hit(rl_metrics_thread_t *mt)
     bump(&mt->deny_cache_hits, 1);
 }
 
-void rl_metrics_connection_opened(rl_metrics_thread_t *mt)
+static void add_gauge(_Atomic int64_t *gauge, int64_t delta)
 {
-    atomic_store_explicit(&mt->open_connections, atomic_load_explicit(&mt->open_connections, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    atomic_store_explicit(gauge, atomic_load_explicit(gauge, memory_order_relaxed) + delta, memory_order_relaxed);
 }
 
-void rl_metrics_connection_closed(rl_metrics_thread_t *mt)
+void rl_metrics_connection_opened(rl_metrics_thread_t *mt, bool admin)
 {
-    atomic_store_explicit(&mt->open_connections, atomic_load_explicit(&mt->open_connections, memory_order_relaxed) - 1,
-                          memory_order_relaxed);
+    add_gauge(admin ? &mt->admin_open_connections : &mt->open_connections, 1);
+}
+
+void rl_metrics_connection_closed(rl_metrics_thread_t *mt, bool admin)
+{
+    add_gauge(admin ? &mt->admin_open_connections : &mt->open_connections, -1);
 }
 
 void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt, bool admin)
@@ -224,6 +228,11 @@ void rl_metrics_count_backend_read(rl_metrics_thread_t *mt, size_t node, size_t 
     bump(&mt->nodes[node].read_replies, replies);
 }
 
+void rl_metrics_set_max_connections(rl_metrics_t *metrics, uint32_t max_connections)
+{
+    metrics->max_connections = max_connections;
+}
+
 void rl_metrics_set_draining(rl_metrics_t *metrics, bool draining)
 {
     atomic_store_explicit(&metrics->draining, draining, memory_order_relaxed);
@@ -278,6 +287,14 @@ static uint64_t sum_thread_counter(rl_metrics_t *m, size_t offset)
     return sum;
 }
 
+static int64_t sum_thread_gauge(rl_metrics_t *m, size_t offset)
+{
+    int64_t sum = 0;
+    for (size_t t = 0; t < m->num_threads; ++t)
+        sum += atomic_load_explicit((_Atomic int64_t *)((char *)&m->threads[t] + offset), memory_order_relaxed);
+    return sum;
+}
+
 static uint64_t sum_node_counter(rl_metrics_t *m, size_t node, size_t offset)
 {
     uint64_t sum = 0;
@@ -311,13 +328,19 @@ static void render_requests(rl_metrics_t *m, rl_text_t *out)
         "# HELP ratelimitd_deny_cache_hits_total Requests answered 429 from the deny cache, without a "
         "backend call.\n# TYPE ratelimitd_deny_cache_hits_total counter\nratelimitd_deny_cache_hits_total %llu\n",
         (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, deny_cache_hits)));
-    int64_t open = 0;
-    for (size_t t = 0; t < m->num_threads; ++t)
-        open += atomic_load_explicit(&m->threads[t].open_connections, memory_order_relaxed);
     text_printf(out,
-                "# HELP ratelimitd_open_connections Client connections currently open.\n"
+                "# HELP ratelimitd_open_connections Connections to API listeners currently open.\n"
                 "# TYPE ratelimitd_open_connections gauge\nratelimitd_open_connections %lld\n",
-                (long long)open);
+                (long long)sum_thread_gauge(m, offsetof(rl_metrics_thread_t, open_connections)));
+    text_printf(out,
+                "# HELP ratelimitd_max_connections Connections API listeners may hold open: server.max_connections, "
+                "or less if the open-file limit is lower.\n"
+                "# TYPE ratelimitd_max_connections gauge\nratelimitd_max_connections %u\n",
+                m->max_connections);
+    text_printf(out,
+                "# HELP ratelimitd_admin_open_connections Connections to admin listeners currently open.\n"
+                "# TYPE ratelimitd_admin_open_connections gauge\nratelimitd_admin_open_connections %lld\n",
+                (long long)sum_thread_gauge(m, offsetof(rl_metrics_thread_t, admin_open_connections)));
     text_printf(out,
                 "# HELP ratelimitd_connections_shed_total Connections closed at accept: the connection limit "
                 "(server.max_connections, or less if the open-file limit is lower) was reached.\n"

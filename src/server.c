@@ -239,6 +239,7 @@ rl_server_t *rl_server_create(const rl_config_t *config, rl_limits_t *limits, ch
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    rl_metrics_set_max_connections(server->metrics, server->connection_limits[RL_LISTEN_API].max);
     if ((server->store = rl_store_create(config, err, errlen)) == NULL)
         goto fail;
     if ((server->workers = calloc(server->num_workers, sizeof(rl_worker_t))) == NULL) {

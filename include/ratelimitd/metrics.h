@@ -33,8 +33,9 @@ rl_metrics_thread_t *rl_metrics_thread(rl_metrics_t *metrics, size_t index);
 /* Writers: call only from the thread that owns `mt`. */
 void rl_metrics_count_request(rl_metrics_thread_t *mt, rl_outcome_t outcome);
 void rl_metrics_count_deny_cache_hit(rl_metrics_thread_t *mt);
-void rl_metrics_connection_opened(rl_metrics_thread_t *mt);
-void rl_metrics_connection_closed(rl_metrics_thread_t *mt);
+/* A connection accepted on, or closed from, an API listener or, with `admin`, an admin one. */
+void rl_metrics_connection_opened(rl_metrics_thread_t *mt, bool admin);
+void rl_metrics_connection_closed(rl_metrics_thread_t *mt, bool admin);
 /* A connection closed at accept because the connection limit in force was reached: an API
  * listener's (server.max_connections) or, with `admin`, the admin listeners' own. */
 void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt, bool admin);
@@ -53,7 +54,9 @@ void rl_metrics_count_backend_write(rl_metrics_thread_t *mt, size_t node, size_t
 /* One read from a node that completed `replies` replies. */
 void rl_metrics_count_backend_read(rl_metrics_thread_t *mt, size_t node, size_t replies);
 
-/* Process-wide state for the exposition, set by the main thread. */
+/* Process-wide state for the exposition, set by the main thread. The API listeners' connection
+ * limit in force is set once, before the loop threads start. */
+void rl_metrics_set_max_connections(rl_metrics_t *metrics, uint32_t max_connections);
 void rl_metrics_set_draining(rl_metrics_t *metrics, bool draining);
 void rl_metrics_count_reload(rl_metrics_t *metrics, bool ok);
 

@@ -5,6 +5,7 @@ that vanish mid-decision, HTTP/2 stream resets and junk frames. The daemon answe
 idle_timeout_ms, and its memory stays bounded.
 """
 
+import http.client
 import os
 import random
 import re
@@ -465,13 +466,21 @@ class HostileClientsTest(h.RLTestCase):
         cfg["listen"].append({"address": h.HOST, "port": admin_port, "role": "admin"})
         d = self.daemon(cfg, port=port, name="admin")
 
-        def settled(held_open):
+        def gauges(via):
+            """(API, admin) connections open and the API limit, or None while `via` sheds the scrape."""
+            try:
+                m = h.scrape_metrics(via, timeout=2)
+            except (OSError, http.client.HTTPException, AssertionError):
+                return None
+            return (m.get("ratelimitd_open_connections"), m.get("ratelimitd_admin_open_connections"),
+                    m.get("ratelimitd_max_connections"))
+
+        def settled(api_open, admin_open=1, via=admin_port):
             """Waits until the daemon counts only the connections held open and the scrape asking
-            (on the admin port): closes reach its loop threads a moment after the client's close."""
-            def count():
-                return h.scrape_metrics(admin_port).get("ratelimitd_open_connections")
-            ok = h.wait_until(lambda: count() == held_open + 1, 3.0)
-            self.assertTrue(ok, "%r connections counted, want %d" % (count(), held_open + 1))
+            (on the admin port, by default): closes reach its loop threads a moment after the client's."""
+            want = (api_open, admin_open, 5)
+            ok = h.wait_until(lambda: gauges(via) == want, 3.0)
+            self.assertTrue(ok, "(API, admin, limit) gauges %r, want %r" % (gauges(via), want))
 
         held = []
         try:
@@ -502,6 +511,9 @@ class HostileClientsTest(h.RLTestCase):
                     pass
             # 64 at most; one fewer when the scrape's own connection just before was not released yet
             self.assertTrue(63 <= served <= 64, "%d admin connections served, their limit is 64" % served)
+            # each role's gauge counts its own (asked on the API port, once a held one is given back)
+            held.pop(0).close()
+            settled(5, admin_open=served, via=port)
         finally:
             for s in held:
                 s.close()

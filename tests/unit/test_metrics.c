@@ -144,9 +144,14 @@ static void test_connections_gauge_and_process_series(void **state)
     rl_config_t config = {0}; /* local backend */
     rl_metrics_t *metrics = rl_metrics_create(2, &config);
     rl_metrics_thread_t *mt = rl_metrics_thread(metrics, 0);
-    rl_metrics_connection_opened(mt);
-    rl_metrics_connection_opened(mt);
-    rl_metrics_connection_closed(mt);
+    rl_metrics_connection_opened(mt, false);
+    rl_metrics_connection_opened(mt, false);
+    rl_metrics_connection_closed(mt, false);
+    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), true);
+    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), true);
+    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), false);
+    rl_metrics_connection_closed(mt, true); /* a thread's gauge may go below 0: only the sum counts */
+    rl_metrics_set_max_connections(metrics, 1234);
     rl_metrics_count_connection_shed(mt, false);
     rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), false);
     rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), true);
@@ -157,7 +162,9 @@ static void test_connections_gauge_and_process_series(void **state)
     rl_metrics_count_reload(metrics, true);
     rl_metrics_count_reload(metrics, false);
     char *text = render(metrics);
-    assert_int_equal(value_of(text, "ratelimitd_open_connections"), 1);
+    assert_int_equal(value_of(text, "ratelimitd_open_connections"), 2); /* API listeners only */
+    assert_int_equal(value_of(text, "ratelimitd_admin_open_connections"), 1);
+    assert_int_equal(value_of(text, "ratelimitd_max_connections"), 1234);
     assert_int_equal(value_of(text, "ratelimitd_connections_shed_total"), 2); /* summed over threads */
     assert_int_equal(value_of(text, "ratelimitd_admin_connections_shed_total"), 1);
     assert_int_equal(value_of(text, "ratelimitd_accept_pauses_total"), 1);
