@@ -1,0 +1,115 @@
+"""
+bench/run and bench/paired, run for a second or two against ratelimitd's two backends: they must
+start what they measure, report what the load generator and the daemon's /metrics saw, apply B's
+options in an A/B, and leave no process behind. Their figures are not checked here (speed is for
+the benchmark scripts to report, not for ctest to assert); their plumbing is.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rlharness as h  # noqa: E402
+
+REQUIRED_TOOLS = ("memcached", "curl", "wrk")
+
+
+def bench_memcached_pids():
+    """memcached processes started by the bench scripts (their option set is unlike any test's)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"memcached" and b"8192" in argv and b"512" in argv:
+            pids.append(int(pid))
+    return pids
+
+
+class BenchScriptsTest(h.RLTestCase):
+    def bench(self, script, timeout=120, **env):
+        """Runs bench/<script> with its results in the test's directory; (exit code, output)."""
+        results = os.path.join(self.tmpdir, "results")
+        os.makedirs(results, exist_ok=True)
+        full = dict(os.environ, RATELIMITD=h.rl_binary(), BENCH_NO_BUILD="1", BENCH_NO_DEPS="1",
+                    BENCH_RESULTS=results, BENCH_CLIENT_CPUS="", BENCH_SERVER_CPUS="", BENCH_WARMUP="0", **env)
+        before = set(bench_memcached_pids())
+        r = subprocess.run([sys.executable, os.path.join(h.source_dir(), "bench", script)], env=full,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout)
+        self.assertEqual(set(bench_memcached_pids()) - before, set(),
+                         "bench/%s left its memcached nodes running" % script)
+        return r.returncode, r.stdout + r.stderr
+
+    def results(self, name):
+        with open(os.path.join(self.tmpdir, "results", name)) as f:
+            return f.read()
+
+    def test_run_measures_both_backends(self):
+        rc, out = self.bench("run", BENCH_ONLY="ratelimitd-mc,ratelimitd-local", BENCH_SCENARIOS="h1-keys,h1-hot",
+                             BENCH_SECONDS="1", BENCH_ROUNDS="1")
+        self.assertEqual(rc, 0, out)
+        runs = {(r["server"], r["scenario"]): r["result"] for r in json.loads(self.results("latest.json"))["runs"]}
+        self.assertEqual(set(runs), {(s, c) for s in ("ratelimitd-mc", "ratelimitd-local")
+                                     for c in ("h1-keys", "h1-hot")})
+        for (server, scenario), r in runs.items():
+            what = "%s %s: %r" % (server, scenario, r)
+            self.assertGreater(r["requests"], 0, what)
+            self.assertGreater(r["cpu_us_per_req"], 0, what)
+            # 100,000 keys of limit 10 for a second: all admitted; one hot key: nearly all 429
+            admitted = r["status"]["<400"] / r["requests"]
+            self.assertGreater(admitted, 0.9, what) if scenario == "h1-keys" else self.assertLess(admitted, 0.1, what)
+            # the daemon's own count of decisions matches the client's, give or take those in flight at the end
+            self.assertAlmostEqual(r["metrics_delta"]["decisions_total"], r["requests"], delta=r["requests"] * 0.05 + 64)
+        mc = runs[("ratelimitd-mc", "h1-keys")]["metrics_delta"]
+        self.assertGreater(mc["backend_writes"], 0)
+        self.assertGreater(mc["counters_created"], 0)
+        self.assertLessEqual(mc["counters_created"], mc["backend_write_requests"])
+        self.assertGreater(runs[("ratelimitd-mc", "h1-keys")]["cpu_mc_us_per_req"], 0, "memcached's CPU not counted")
+        self.assertNotIn("counters_created", runs[("ratelimitd-local", "h1-keys")]["metrics_delta"])
+        self.assertIn("| ratelimitd-mc | h1-keys |", self.results("latest.md"))
+
+    def test_paired_alternates_and_reports_ratios(self):
+        rc, out = self.bench("paired", PAIRED_SERVERS="ratelimitd-local,ratelimitd-mc", PAIRED_PAIRS="2",
+                             PAIRED_SECONDS="1")
+        self.assertEqual(rc, 0, out)
+        report = json.loads(self.results("paired-latest.json"))
+        pairs = report["pairs"]
+        self.assertEqual([p["first"] for p in pairs], ["ratelimitd-local", "ratelimitd-mc"])
+        for p in pairs:
+            self.assertGreater(p["a"]["requests"], 0, p)
+            self.assertGreater(p["b"]["requests"], 0, p)
+            self.assertAlmostEqual(p["cpu_ratio"], p["a"]["cpu_us_per_req"] / p["b"]["cpu_us_per_req"])
+            self.assertAlmostEqual(p["rps_ratio"], p["a"]["rps"] / p["b"]["rps"])
+            self.assertEqual(p["a"]["cpu_mc_us_per_req"], 0, "the local store has no memcached")
+            self.assertGreater(p["b"]["cpu_mc_us_per_req"], 0, "memcached's CPU not counted for ratelimitd-mc")
+        ratios = sorted(p["cpu_ratio"] for p in pairs)
+        self.assertAlmostEqual(report["summary"]["cpu_ratio"]["median"], sum(ratios) / 2)
+        self.assertIn("| CPU per request, ratelimitd-local ÷ ratelimitd-mc |", self.results("paired-latest.md"))
+
+    def test_paired_ab_gives_b_its_own_memcached_options(self):
+        # B's memcached cannot start with an unknown option, so the run fails if and only if B's
+        # options reach B's nodes (A's, the deployed ones, start)
+        rc, out = self.bench("paired", PAIRED_SERVERS="ratelimitd-mc,ratelimitd-mc", PAIRED_PAIRS="1",
+                             PAIRED_SECONDS="1", PAIRED_B_MC_ARGS="-o no_such_option_for_the_test")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("ratelimitd-mc did not start", out)
+        rc, out = self.bench("paired", PAIRED_SERVERS="ratelimitd-mc,ratelimitd-mc", PAIRED_PAIRS="1",
+                             PAIRED_SECONDS="1", PAIRED_B_MC_ARGS="-o no_lru_maintainer")
+        self.assertEqual(rc, 0, out)
+        meta = json.loads(self.results("paired-latest.json"))["meta"]
+        self.assertEqual(meta["b_mc_args"], ["-o", "no_lru_maintainer"])
+        self.assertIn("ratelimitd-mc (B)", self.results("paired-latest.md"))
+
+    def test_paired_refuses_a_server_against_itself_without_a_difference(self):
+        rc, out = self.bench("paired", timeout=30, PAIRED_SERVERS="ratelimitd-local,ratelimitd-local")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("needs PAIRED_B_RATELIMITD or PAIRED_B_MC_ARGS", out)
+
+
+if __name__ == "__main__":
+    h.main()
