@@ -98,8 +98,9 @@ static void on_connection_close(void *data)
 {
     rl_connection_t *conn = data;
     rl_worker_t *worker = conn->worker;
-    atomic_fetch_sub_explicit(&conn->limit->open, 1, memory_order_relaxed);
+    /* the gauge first: once the slot is free another thread may count a new connection in it */
     rl_metrics_connection_closed(worker->metrics, conn->admin);
+    atomic_fetch_sub_explicit(&conn->limit->open, 1, memory_order_relaxed);
     h2o_linklist_unlink(&conn->link);
     free(conn);
     --worker->connections;

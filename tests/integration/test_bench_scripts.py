@@ -7,6 +7,7 @@ the benchmark scripts to report, not for ctest to assert); their plumbing is.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -25,7 +26,8 @@ def bench_memcached_pids():
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) == b"memcached" and b"8192" in argv and b"512" in argv:
+        # argv[0] is taskset when the scripts pin memcached
+        if any(os.path.basename(a) == b"memcached" for a in argv) and b"8192" in argv and b"512" in argv:
             pids.append(int(pid))
     return pids
 
@@ -35,15 +37,22 @@ class BenchScriptsTest(h.RLTestCase):
         """Runs bench/<script> with its results in the test's directory; (exit code, output)."""
         results = os.path.join(self.tmpdir, "results")
         os.makedirs(results, exist_ok=True)
-        full = dict(os.environ, RATELIMITD=h.rl_binary(), BENCH_NO_BUILD="1", BENCH_NO_DEPS="1",
-                    BENCH_RESULTS=results, BENCH_CLIENT_CPUS="", BENCH_SERVER_CPUS="", BENCH_WARMUP="0", **env)
+        # the caller's own BENCH_*/PAIRED_* settings must not change what is tested
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "PAIRED_"))}
+        full.update(RATELIMITD=h.rl_binary(), BENCH_NO_BUILD="1", BENCH_NO_DEPS="1", BENCH_RESULTS=results,
+                    BENCH_CLIENT_CPUS="", BENCH_SERVER_CPUS="", BENCH_WARMUP="0", **env)
         before = set(bench_memcached_pids())
-        r = subprocess.run([sys.executable, os.path.join(h.source_dir(), "bench", script)], env=full,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=timeout)
+        p = subprocess.Popen([sys.executable, os.path.join(h.source_dir(), "bench", script)], env=full,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGTERM)  # the scripts stop what they started on SIGTERM
+            out, err = p.communicate(timeout=30)
+            self.fail("bench/%s ran over %d s:\n%s%s" % (script, timeout, out, err))
         self.assertEqual(set(bench_memcached_pids()) - before, set(),
                          "bench/%s left its memcached nodes running" % script)
-        return r.returncode, r.stdout + r.stderr
+        return p.returncode, out + err
 
     def results(self, name):
         with open(os.path.join(self.tmpdir, "results", name)) as f:
@@ -97,7 +106,7 @@ class BenchScriptsTest(h.RLTestCase):
         rc, out = self.bench("paired", PAIRED_SERVERS="ratelimitd-mc,ratelimitd-mc", PAIRED_PAIRS="1",
                              PAIRED_SECONDS="1", PAIRED_B_MC_ARGS="-o no_such_option_for_the_test")
         self.assertNotEqual(rc, 0, out)
-        self.assertIn("ratelimitd-mc did not start", out)
+        self.assertIn("ratelimitd-mc (B) did not start", out)
         rc, out = self.bench("paired", PAIRED_SERVERS="ratelimitd-mc,ratelimitd-mc", PAIRED_PAIRS="1",
                              PAIRED_SECONDS="1", PAIRED_B_MC_ARGS="-o no_lru_maintainer")
         self.assertEqual(rc, 0, out)

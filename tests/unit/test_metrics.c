@@ -150,7 +150,7 @@ static void test_connections_gauge_and_process_series(void **state)
     rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), true);
     rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), true);
     rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), false);
-    rl_metrics_connection_closed(mt, true); /* a thread's gauge may go below 0: only the sum counts */
+    rl_metrics_connection_closed(mt, true); /* another thread's slot: only the sum is exported */
     rl_metrics_set_max_connections(metrics, 1234);
     rl_metrics_count_connection_shed(mt, false);
     rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), false);
