@@ -29,8 +29,7 @@
 typedef struct st_rl_connection_t {
     h2o_linklist_t link;
     rl_worker_t *worker;
-    rl_connection_limit_t *limit; /* the one it was counted against */
-    bool admin;                   /* accepted on an admin listener */
+    rl_listen_role_t role; /* of its listener: which connection limit it counts against */
     h2o_socket_t *sock;
     uint64_t acked, received, progress_ms;
 } rl_connection_t;
@@ -99,8 +98,8 @@ static void on_connection_close(void *data)
     rl_connection_t *conn = data;
     rl_worker_t *worker = conn->worker;
     /* the gauge first: once the slot is free another thread may count a new connection in it */
-    rl_metrics_connection_closed(worker->metrics, conn->admin);
-    atomic_fetch_sub_explicit(&conn->limit->open, 1, memory_order_relaxed);
+    rl_metrics_connection_closed(worker->metrics, conn->role);
+    atomic_fetch_sub_explicit(&worker->connection_limits[conn->role].open, 1, memory_order_relaxed);
     h2o_linklist_unlink(&conn->link);
     free(conn);
     --worker->connections;
@@ -117,14 +116,10 @@ static bool track_connection(rl_worker_t *worker, rl_listen_role_t role, h2o_soc
         free(conn);
         return false;
     }
-    *conn = (rl_connection_t){.worker = worker,
-                              .limit = limit,
-                              .admin = role == RL_LISTEN_ADMIN,
-                              .sock = sock,
-                              .progress_ms = rl_now_mono_ms()};
+    *conn = (rl_connection_t){.worker = worker, .role = role, .sock = sock, .progress_ms = rl_now_mono_ms()};
     h2o_linklist_insert(&worker->connection_list, &conn->link);
     ++worker->connections;
-    rl_metrics_connection_opened(worker->metrics, conn->admin);
+    rl_metrics_connection_opened(worker->metrics, role);
     sock->on_close.cb = on_connection_close;
     sock->on_close.data = conn;
     return true;
@@ -210,7 +205,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             return;
         }
         if (!track_connection(worker, role, sock)) {
-            rl_metrics_count_connection_shed(worker->metrics, role == RL_LISTEN_ADMIN);
+            rl_metrics_count_connection_shed(worker->metrics, role);
             h2o_socket_close(sock); /* shed before any parsing */
             continue;
         }

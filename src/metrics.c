@@ -38,9 +38,8 @@ typedef struct st_rl_node_counters_t {
 struct st_rl_metrics_thread_t {
     _Alignas(64) _Atomic uint64_t requests[RL_OUTCOME__COUNT];
     _Atomic uint64_t deny_cache_hits;
-    _Atomic int64_t open_connections, admin_open_connections;
-    _Atomic uint64_t connections_shed;
-    _Atomic uint64_t admin_connections_shed;
+    _Atomic int64_t open_connections[RL_LISTEN_ROLES];
+    _Atomic uint64_t connections_shed[RL_LISTEN_ROLES];
     _Atomic uint64_t accept_pauses;
     _Atomic uint64_t header_blocks_refused;
     _Atomic uint64_t latency_buckets[RL_LATENCY_BUCKETS]; /* not cumulative; summed at render */
@@ -151,19 +150,19 @@ static void add_gauge(_Atomic int64_t *gauge, int64_t delta)
     atomic_store_explicit(gauge, atomic_load_explicit(gauge, memory_order_relaxed) + delta, memory_order_relaxed);
 }
 
-void rl_metrics_connection_opened(rl_metrics_thread_t *mt, bool admin)
+void rl_metrics_connection_opened(rl_metrics_thread_t *mt, rl_listen_role_t role)
 {
-    add_gauge(admin ? &mt->admin_open_connections : &mt->open_connections, 1);
+    add_gauge(&mt->open_connections[role], 1);
 }
 
-void rl_metrics_connection_closed(rl_metrics_thread_t *mt, bool admin)
+void rl_metrics_connection_closed(rl_metrics_thread_t *mt, rl_listen_role_t role)
 {
-    add_gauge(admin ? &mt->admin_open_connections : &mt->open_connections, -1);
+    add_gauge(&mt->open_connections[role], -1);
 }
 
-void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt, bool admin)
+void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt, rl_listen_role_t role)
 {
-    bump(admin ? &mt->admin_connections_shed : &mt->connections_shed, 1);
+    bump(&mt->connections_shed[role], 1);
 }
 
 void rl_metrics_count_accept_pause(rl_metrics_thread_t *mt)
@@ -331,7 +330,7 @@ static void render_requests(rl_metrics_t *m, rl_text_t *out)
     text_printf(out,
                 "# HELP ratelimitd_open_connections Connections to API listeners currently open.\n"
                 "# TYPE ratelimitd_open_connections gauge\nratelimitd_open_connections %lld\n",
-                (long long)sum_thread_gauge(m, offsetof(rl_metrics_thread_t, open_connections)));
+                (long long)sum_thread_gauge(m, offsetof(rl_metrics_thread_t, open_connections[RL_LISTEN_API])));
     text_printf(out,
                 "# HELP ratelimitd_max_connections Connections API listeners may hold open: server.max_connections, "
                 "or less if the open-file limit is lower.\n"
@@ -340,18 +339,19 @@ static void render_requests(rl_metrics_t *m, rl_text_t *out)
     text_printf(out,
                 "# HELP ratelimitd_admin_open_connections Connections to admin listeners currently open.\n"
                 "# TYPE ratelimitd_admin_open_connections gauge\nratelimitd_admin_open_connections %lld\n",
-                (long long)sum_thread_gauge(m, offsetof(rl_metrics_thread_t, admin_open_connections)));
-    text_printf(out,
-                "# HELP ratelimitd_connections_shed_total Connections closed at accept: the connection limit "
-                "(server.max_connections, or less if the open-file limit is lower) was reached.\n"
-                "# TYPE ratelimitd_connections_shed_total counter\nratelimitd_connections_shed_total %llu\n",
-                (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, connections_shed)));
+                (long long)sum_thread_gauge(m, offsetof(rl_metrics_thread_t, open_connections[RL_LISTEN_ADMIN])));
+    text_printf(
+        out,
+        "# HELP ratelimitd_connections_shed_total Connections closed at accept: the connection limit "
+        "(server.max_connections, or less if the open-file limit is lower) was reached.\n"
+        "# TYPE ratelimitd_connections_shed_total counter\nratelimitd_connections_shed_total %llu\n",
+        (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, connections_shed[RL_LISTEN_API])));
     text_printf(
         out,
         "# HELP ratelimitd_admin_connections_shed_total Connections to admin listeners closed at accept: "
         "their own limit of 64 per process was reached.\n"
         "# TYPE ratelimitd_admin_connections_shed_total counter\nratelimitd_admin_connections_shed_total %llu\n",
-        (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, admin_connections_shed)));
+        (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, connections_shed[RL_LISTEN_ADMIN])));
     text_printf(out,
                 "# HELP ratelimitd_accept_pauses_total Times a loop thread stopped accepting for 100 ms because "
                 "no file descriptor was left.\n"

@@ -33,12 +33,12 @@ rl_metrics_thread_t *rl_metrics_thread(rl_metrics_t *metrics, size_t index);
 /* Writers: call only from the thread that owns `mt`. */
 void rl_metrics_count_request(rl_metrics_thread_t *mt, rl_outcome_t outcome);
 void rl_metrics_count_deny_cache_hit(rl_metrics_thread_t *mt);
-/* A connection accepted on, or closed from, an API listener or, with `admin`, an admin one. */
-void rl_metrics_connection_opened(rl_metrics_thread_t *mt, bool admin);
-void rl_metrics_connection_closed(rl_metrics_thread_t *mt, bool admin);
-/* A connection closed at accept because the connection limit in force was reached: an API
- * listener's (server.max_connections) or, with `admin`, the admin listeners' own. */
-void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt, bool admin);
+/* A connection accepted on, or closed from, a listener of `role` (each role is exported apart). */
+void rl_metrics_connection_opened(rl_metrics_thread_t *mt, rl_listen_role_t role);
+void rl_metrics_connection_closed(rl_metrics_thread_t *mt, rl_listen_role_t role);
+/* A connection closed at accept because its role's connection limit was reached: the API
+ * listeners' (server.max_connections) or the admin listeners' own. */
+void rl_metrics_count_connection_shed(rl_metrics_thread_t *mt, rl_listen_role_t role);
 /* accept() found no descriptor left and the thread stopped accepting for a moment. */
 void rl_metrics_count_accept_pause(rl_metrics_thread_t *mt);
 /* An HTTP/2 header block refused for naming too many fields (http2_guard.h). */

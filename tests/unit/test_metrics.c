@@ -144,17 +144,17 @@ static void test_connections_gauge_and_process_series(void **state)
     rl_config_t config = {0}; /* local backend */
     rl_metrics_t *metrics = rl_metrics_create(2, &config);
     rl_metrics_thread_t *mt = rl_metrics_thread(metrics, 0);
-    rl_metrics_connection_opened(mt, false);
-    rl_metrics_connection_opened(mt, false);
-    rl_metrics_connection_closed(mt, false);
-    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), true);
-    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), true);
-    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), false);
-    rl_metrics_connection_closed(mt, true); /* another thread's slot: only the sum is exported */
+    rl_metrics_connection_opened(mt, RL_LISTEN_API);
+    rl_metrics_connection_opened(mt, RL_LISTEN_API);
+    rl_metrics_connection_closed(mt, RL_LISTEN_API);
+    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), RL_LISTEN_ADMIN);
+    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), RL_LISTEN_ADMIN);
+    rl_metrics_connection_opened(rl_metrics_thread(metrics, 1), RL_LISTEN_API);
+    rl_metrics_connection_closed(mt, RL_LISTEN_ADMIN); /* another thread's slot: only the sum is exported */
     rl_metrics_set_max_connections(metrics, 1234);
-    rl_metrics_count_connection_shed(mt, false);
-    rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), false);
-    rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), true);
+    rl_metrics_count_connection_shed(mt, RL_LISTEN_API);
+    rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), RL_LISTEN_API);
+    rl_metrics_count_connection_shed(rl_metrics_thread(metrics, 1), RL_LISTEN_ADMIN);
     rl_metrics_count_accept_pause(mt);
     rl_metrics_count_header_block_refused(rl_metrics_thread(metrics, 1));
     rl_metrics_count_header_block_refused(rl_metrics_thread(metrics, 1));
