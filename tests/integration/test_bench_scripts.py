@@ -7,6 +7,7 @@ the benchmark scripts to report, not for ctest to assert); their plumbing is.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,30 @@ class BenchScriptsTest(h.RLTestCase):
         self.assertGreater(runs[("ratelimitd-mc", "h1-keys")]["cpu_mc_us_per_req"], 0, "memcached's CPU not counted")
         self.assertNotIn("counters_created", runs[("ratelimitd-local", "h1-keys")]["metrics_delta"])
         self.assertIn("| ratelimitd-mc | h1-keys |", self.results("latest.md"))
+
+    def test_run_counts_system_calls_and_switches_per_request(self):
+        probe = subprocess.run(["perf", "stat", "-e", "raw_syscalls:sys_enter", "true"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL) if shutil.which("perf") else None
+        if probe is None or probe.returncode != 0:
+            self.skipTest("perf cannot count syscall tracepoints here (not installed, or no tracefs access)")
+        rc, out = self.bench("run", BENCH_ONLY="ratelimitd-local", BENCH_SCENARIOS="h1-keys", BENCH_SECONDS="1",
+                             BENCH_ROUNDS="0", BENCH_PROFILE="syscalls")
+        self.assertEqual(rc, 0, out)
+        report = json.loads(self.results("syscalls-latest.json"))
+        costs = report["host_costs"]
+        self.assertEqual(set(costs), {"syscall_us", "pipe_rw_us", "switch_us"}, out)
+        self.assertTrue(all(v > 0 for v in costs.values()), costs)
+        [row] = report["rows"]
+        self.assertEqual((row["server"], row["scenario"], row["group"]), ("ratelimitd-local", "h1-keys", "ratelimitd-local"))
+        per = row["per_req"]
+        # wrk sends one request per round trip on each connection: ratelimitd reads each one and
+        # writes each answer (h2o: read, writev), and makes other calls besides
+        self.assertGreater(per["read"], 0.9, per)
+        self.assertGreater(per["writev"], 0.9, per)
+        self.assertLess(per["writev"], 1.5, per)
+        self.assertGreaterEqual(per["all"], per["read"] + per["writev"], per)
+        self.assertGreaterEqual(per["switches_voluntary"] + per["switches_involuntary"], 0, per)
+        self.assertIn("| ratelimitd-local | h1-keys | ratelimitd-local |", self.results("syscalls-latest.md"))
 
     def test_paired_alternates_and_reports_ratios(self):
         rc, out = self.bench("paired", PAIRED_SERVERS="ratelimitd-local,ratelimitd-mc", PAIRED_PAIRS="2",
