@@ -4,7 +4,8 @@
  * Pipelining: a command is encoded into `out` at rl_store_incr() time and the node is flushed
  * from a 0 ms timeout. h2o 2.2.5's evloop runs timeouts after the loop turn's socket callbacks
  * (h2o_evloop_run: poll, run_pending, then every h2o_timeout_t), so every increment that the
- * turn's requests produced for this node leaves in one write. memcached charges per read(), not
+ * turn's requests produced for this node leaves in one write, or with the next turn's when the
+ * batch is small (on_flush: it waits one turn at most). memcached charges per read(), not
  * per command: measured, ~70 us of its CPU per single-request round trip versus ~2.75 us per
  * request in batches of 64. h2o allows one write in flight, so `writing` is what the socket
  * owns and `out` accumulates meanwhile; on_write_complete sends the accumulation in one write.
@@ -97,9 +98,29 @@ static void write_out(rl_mc_node_t *node)
     h2o_socket_write(node->sock, &buf, 1, on_write_complete);
 }
 
+/* A small batch that shows concurrency (2 or more increments) waits one loop turn, so that the
+ * next turn's increments for this node join it: each write costs memcached a wake-up, a read and
+ * a send, and on a shared core two context switches, whatever it carries (docs/BENCHMARKS.md,
+ * finding 10). A lone increment (an idle daemon) and a large batch leave at once, and nothing
+ * waits more than one turn: the held entry keeps the loop from sleeping until it has run. */
 static void on_flush(h2o_timeout_entry_t *entry)
 {
-    write_out(H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, flush_entry, entry));
+    rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, flush_entry, entry);
+    if (h2o_timeout_is_linked(&node->hold_entry))
+        return; /* already held: on_hold writes this turn's increments with the rest */
+    if (node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW) {
+        h2o_timeout_link(node->thread->loop, &node->thread->hold_timeout, &node->hold_entry);
+        return;
+    }
+    write_out(node);
+}
+
+/* Runs in the turn after the hold, before that turn's flushes: one write for both turns. */
+static void on_hold(h2o_timeout_entry_t *entry)
+{
+    rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, hold_entry, entry);
+    h2o_timeout_unlink(&node->flush_entry);
+    write_out(node);
 }
 
 static void on_write_complete(h2o_socket_t *sock, const char *err)
@@ -223,6 +244,7 @@ static void close_socket(rl_mc_node_t *node)
     node->writing.len = 0;
     node->out_increments = 0;
     h2o_timeout_unlink(&node->flush_entry);
+    h2o_timeout_unlink(&node->hold_entry);
     h2o_timeout_unlink(&node->connect_entry);
 }
 
@@ -625,6 +647,7 @@ void rl_mc_node_init(rl_mc_node_t *node, rl_mc_thread_t *thread, size_t index)
     node->index = index;
     h2o_linklist_init_anchor(&node->fifo);
     node->flush_entry.cb = on_flush;
+    node->hold_entry.cb = on_hold;
     node->reconnect_entry.cb = on_reconnect;
     node->connect_entry.cb = on_connect_timeout;
     node->last_activity_ms = h2o_now(thread->loop);

@@ -113,6 +113,7 @@ static void dispose_timeouts(rl_mc_thread_t *thread)
     h2o_timeout_dispose(thread->loop, &thread->recheck_timeout);
     h2o_timeout_dispose(thread->loop, &thread->connect_timeout);
     h2o_timeout_dispose(thread->loop, &thread->flush_timeout);
+    h2o_timeout_dispose(thread->loop, &thread->hold_timeout);
     h2o_timeout_dispose(thread->loop, &thread->retry_timeout);
     h2o_timeout_dispose(thread->loop, &thread->probe_timeout);
     for (size_t i = 0; i != thread->num_backoff; ++i)
@@ -166,6 +167,8 @@ static rl_store_thread_t *thread_create(rl_store_t *super, h2o_loop_t *loop, rl_
     h2o_timeout_init(loop, &thread->recheck_timeout, RL_MC_RECHECK_MS);
     h2o_timeout_init(loop, &thread->connect_timeout,
                      store->timeout_ms > RL_MC_CONNECT_TIMEOUT_MS ? store->timeout_ms : RL_MC_CONNECT_TIMEOUT_MS);
+    /* the order matters: h2o runs a loop's timeouts in the order they were initialised */
+    h2o_timeout_init(loop, &thread->hold_timeout, 0);
     h2o_timeout_init(loop, &thread->flush_timeout, 0);
     h2o_timeout_init(loop, &thread->retry_timeout, store->retry_interval_ms);
     h2o_timeout_init(loop, &thread->probe_timeout, RL_MC_PROBE_TICK_MS);

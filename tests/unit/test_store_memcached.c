@@ -4,6 +4,7 @@
  * The test fails, not skips, when memcached is missing: it proves nothing otherwise.
  */
 #include "store_memcached_fixture.h"
+#include "ratelimitd/mc_node.h"
 
 extern char **environ;
 
@@ -123,6 +124,88 @@ static void test_real_memcached_pipelines_one_loop_turn_into_one_write(void **st
     rl_metrics_destroy(metrics);
 }
 
+/* Issues `n` increments of fresh keys into results[first..first+n). */
+static void incr_fresh(fixture_t *f, const char *name, result_t *results, size_t first, size_t n)
+{
+    char base[96];
+    unique_key(base, sizeof(base), name);
+    for (size_t i = first; i != first + n; ++i) {
+        char key[128];
+        snprintf(key, sizeof(key), "%s-%zu", base, i);
+        assert_non_null(incr(f, key, &results[i]));
+    }
+}
+
+static uint64_t writes_since(fixture_t *f, const rl_mc_node_stats_t *before)
+{
+    return stats_of(f, 0).writes - before->writes;
+}
+
+/* A small batch (2 to RL_MC_HOLD_BELOW - 1 increments) waits one loop turn and leaves with the
+ * next turn's increments in one write; it never waits a second turn. */
+static void test_real_memcached_small_batch_waits_one_turn_for_the_next(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    fixture_start(&f, NULL);
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    rl_mc_node_stats_t before = stats_of(&f, 0);
+    result_t results[6] = {{0}};
+
+    incr_fresh(&f, "hold", results, 0, 3);
+    h2o_evloop_run(f.loop, 0); /* the turn whose flush holds the 3 */
+    assert_int_equal(writes_since(&f, &before), 0);
+    incr_fresh(&f, "hold-next", results, 3, 3);
+    h2o_evloop_run(f.loop, 0); /* the next turn: one write of both turns' increments */
+    assert_int_equal(writes_since(&f, &before), 1);
+    assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, 6);
+    results_t all = {results, 6};
+    assert_true(run_until(f.loop, results_all_done, &all, 3000));
+    for (size_t i = 0; i != 6; ++i) {
+        assert_int_equal(results[i].status, RL_OK);
+        assert_int_equal(results[i].value, 1);
+    }
+
+    /* held, then nothing joins it: it leaves in the next turn all the same */
+    result_t alone[2] = {{0}};
+    before = stats_of(&f, 0);
+    incr_fresh(&f, "hold-alone", alone, 0, 2);
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 0);
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 1);
+    all = (results_t){alone, 2};
+    assert_true(run_until(f.loop, results_all_done, &all, 3000));
+    fixture_dispose(&f);
+}
+
+/* A lone increment (an idle daemon's) and a batch of RL_MC_HOLD_BELOW leave in their own turn. */
+static void test_real_memcached_lone_increment_and_full_batch_leave_at_once(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    fixture_start(&f, NULL);
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    rl_mc_node_stats_t before = stats_of(&f, 0);
+    result_t one[1] = {{0}};
+    incr_fresh(&f, "lone", one, 0, 1);
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 1);
+    assert_true(run_until(f.loop, result_done, &one[0], 3000));
+
+    before = stats_of(&f, 0);
+    result_t full[RL_MC_HOLD_BELOW] = {{0}};
+    incr_fresh(&f, "full", full, 0, RL_MC_HOLD_BELOW);
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 1);
+    assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, RL_MC_HOLD_BELOW);
+    results_t all = {full, RL_MC_HOLD_BELOW};
+    assert_true(run_until(f.loop, results_all_done, &all, 3000));
+    fixture_dispose(&f);
+}
+
 /* The pipelining counters are about increments: an idle node's probes are no traffic. */
 static void test_real_memcached_probes_are_not_counted_as_writes_or_reads(void **state)
 {
@@ -210,6 +293,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_memcached_counts_1_2_3_and_queues_while_connecting),
         cmocka_unit_test(test_real_memcached_pipelines_one_loop_turn_into_one_write),
+        cmocka_unit_test(test_real_memcached_small_batch_waits_one_turn_for_the_next),
+        cmocka_unit_test(test_real_memcached_lone_increment_and_full_batch_leave_at_once),
         cmocka_unit_test(test_real_memcached_probes_are_not_counted_as_writes_or_reads),
         cmocka_unit_test(test_cancelled_op_never_calls_back_and_overload_is_immediate),
         cmocka_unit_test(test_thread_destroy_cancels_pending_ops),
