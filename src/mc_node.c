@@ -65,10 +65,21 @@ static const rl_mc_store_t *store_of(const rl_mc_node_t *node)
     return node->thread->store;
 }
 
+/* Links `entry` into a 0 ms timeout, due in the next timeout pass whatever the wall clock does.
+ * h2o's loop clock is the wall clock and it stamps an entry with it: an entry linked after its
+ * timeout's pass in this turn (from a later timeout's callback, or a held batch) would, after a
+ * step back (NTP), not be due until the clock came back to that time, and every increment queued
+ * for the node would wait behind it. */
+static void link_due(h2o_loop_t *loop, h2o_timeout_t *timeout, h2o_timeout_entry_t *entry)
+{
+    h2o_timeout_link(loop, timeout, entry);
+    entry->registered_at = 0;
+}
+
 static void schedule_flush(rl_mc_node_t *node)
 {
     if (node->state == RL_MC_NODE_CONNECTED && !h2o_timeout_is_linked(&node->flush_entry))
-        h2o_timeout_link(node->thread->loop, &node->thread->flush_timeout, &node->flush_entry);
+        link_due(node->thread->loop, &node->thread->flush_timeout, &node->flush_entry);
 }
 
 /* Only writes that carried an increment count: the counters measure pipelining depth, which an
@@ -102,14 +113,16 @@ static void write_out(rl_mc_node_t *node)
  * next turn's increments for this node join it: each write costs memcached a wake-up, a read and
  * a send, and on a shared core two context switches, whatever it carries (docs/BENCHMARKS.md,
  * finding 10). A lone increment (an idle daemon) and a large batch leave at once, and nothing
- * waits more than one turn: the held entry keeps the loop from sleeping until it has run. */
+ * waits more than one turn: the held entry is due at once (link_due), so the loop polls without
+ * sleeping and runs it in the next turn, before that turn's flushes. */
 static void on_flush(h2o_timeout_entry_t *entry)
 {
     rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, flush_entry, entry);
-    if (h2o_timeout_is_linked(&node->hold_entry))
-        return; /* already held: on_hold writes this turn's increments with the rest */
-    if (node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW) {
-        h2o_timeout_link(node->thread->loop, &node->thread->hold_timeout, &node->hold_entry);
+    if (h2o_timeout_is_linked(&node->hold_entry)) {
+        /* a second turn's flush before the hold ran: never hold a batch twice */
+        h2o_timeout_unlink(&node->hold_entry);
+    } else if (node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW) {
+        link_due(node->thread->loop, &node->thread->hold_timeout, &node->hold_entry);
         return;
     }
     write_out(node);

@@ -3,6 +3,7 @@
  * (`memcached -l 127.0.0.1 -p PORT -U 0`, as `-u nobody` when root), killed by PID at the end.
  * The test fails, not skips, when memcached is missing: it proves nothing otherwise.
  */
+#include <sys/time.h>
 #include "store_memcached_fixture.h"
 #include "ratelimitd/mc_node.h"
 
@@ -10,6 +11,20 @@ extern char **environ;
 
 static pid_t memcached_pid;
 static uint16_t memcached_port;
+static long long wall_clock_offset_us;
+
+/* libh2o's loop clock is gettimeofday; this definition interposes it, so that a test can step the
+ * wall clock as NTP would, for h2o only (the tests' own deadlines use CLOCK_MONOTONIC). */
+int gettimeofday(struct timeval *restrict tv, void *restrict tz)
+{
+    (void)tz;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long us = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + wall_clock_offset_us;
+    tv->tv_sec = us / 1000000;
+    tv->tv_usec = us % 1000000;
+    return 0;
+}
 
 static bool memcached_listening(void)
 {
@@ -206,6 +221,62 @@ static void test_real_memcached_lone_increment_and_full_batch_leave_at_once(void
     fixture_dispose(&f);
 }
 
+/* A wall clock stepped back between two loop turns delays nothing: neither a batch held by the
+ * first turn nor a flush the first turn left for the next (h2o stamps both with the wall clock). */
+static void test_real_memcached_clock_step_back_strands_no_batch(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    fixture_start(&f, NULL);
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+
+    rl_mc_node_stats_t before = stats_of(&f, 0);
+    result_t held[3] = {{0}};
+    incr_fresh(&f, "step-held", held, 0, 3);
+    h2o_evloop_run(f.loop, 0); /* held */
+    wall_clock_offset_us -= 5 * 1000000LL;
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 1);
+    results_t all = {held, 3};
+    assert_true(run_until(f.loop, results_all_done, &all, 1000));
+
+    /* linked at the last turn's time, run after a step back: still this turn's write */
+    before = stats_of(&f, 0);
+    result_t full[RL_MC_HOLD_BELOW] = {{0}};
+    incr_fresh(&f, "step-flush", full, 0, RL_MC_HOLD_BELOW);
+    wall_clock_offset_us -= 5 * 1000000LL;
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 1);
+    all = (results_t){full, RL_MC_HOLD_BELOW};
+    assert_true(run_until(f.loop, results_all_done, &all, 1000));
+    for (size_t i = 0; i != RL_MC_HOLD_BELOW; ++i)
+        assert_int_equal(full[i].status, RL_OK);
+    wall_clock_offset_us = 0;
+    fixture_dispose(&f);
+}
+
+/* A thread destroyed while a batch is held cancels it (and h2o's timeout list is left empty: its
+ * dispose asserts so). */
+static void test_real_memcached_destroy_while_a_batch_is_held(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_init(&f, &memcached_port, 1);
+    fixture_start(&f, NULL);
+    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    rl_mc_node_stats_t before = stats_of(&f, 0);
+    result_t held[3] = {{0}};
+    incr_fresh(&f, "destroy-held", held, 0, 3);
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 0);
+    fixture_dispose(&f);
+    for (size_t i = 0; i != 3; ++i) {
+        assert_int_equal(held[i].calls, 1);
+        assert_int_equal(held[i].status, RL_ERR_CANCELLED);
+    }
+}
+
 /* The pipelining counters are about increments: an idle node's probes are no traffic. */
 static void test_real_memcached_probes_are_not_counted_as_writes_or_reads(void **state)
 {
@@ -295,6 +366,8 @@ int main(void)
         cmocka_unit_test(test_real_memcached_pipelines_one_loop_turn_into_one_write),
         cmocka_unit_test(test_real_memcached_small_batch_waits_one_turn_for_the_next),
         cmocka_unit_test(test_real_memcached_lone_increment_and_full_batch_leave_at_once),
+        cmocka_unit_test(test_real_memcached_clock_step_back_strands_no_batch),
+        cmocka_unit_test(test_real_memcached_destroy_while_a_batch_is_held),
         cmocka_unit_test(test_real_memcached_probes_are_not_counted_as_writes_or_reads),
         cmocka_unit_test(test_cancelled_op_never_calls_back_and_overload_is_immediate),
         cmocka_unit_test(test_thread_destroy_cancels_pending_ops),
