@@ -156,15 +156,27 @@ static uint64_t writes_since(fixture_t *f, const rl_mc_node_stats_t *before)
     return stats_of(f, 0).writes - before->writes;
 }
 
+/* One node, connected. */
+static void start_one_node(fixture_t *f)
+{
+    fixture_init(f, &memcached_port, 1);
+    fixture_start(f, NULL);
+    assert_true(run_until(f->loop, store_ready, f->thread, 3000));
+}
+
+static void await_all(fixture_t *f, const result_t *results, size_t n)
+{
+    results_t all = {results, n};
+    assert_true(run_until(f->loop, results_all_done, &all, 3000));
+}
+
 /* A small batch (2 to RL_MC_HOLD_BELOW - 1 increments) waits one loop turn and leaves with the
  * next turn's increments in one write; it never waits a second turn. */
 static void test_real_memcached_small_batch_waits_one_turn_for_the_next(void **state)
 {
     (void)state;
     fixture_t f;
-    fixture_init(&f, &memcached_port, 1);
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_one_node(&f);
     rl_mc_node_stats_t before = stats_of(&f, 0);
     result_t results[6] = {{0}};
 
@@ -175,8 +187,7 @@ static void test_real_memcached_small_batch_waits_one_turn_for_the_next(void **s
     h2o_evloop_run(f.loop, 0); /* the next turn: one write of both turns' increments */
     assert_int_equal(writes_since(&f, &before), 1);
     assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, 6);
-    results_t all = {results, 6};
-    assert_true(run_until(f.loop, results_all_done, &all, 3000));
+    await_all(&f, results, 6);
     for (size_t i = 0; i != 6; ++i) {
         assert_int_equal(results[i].status, RL_OK);
         assert_int_equal(results[i].value, 1);
@@ -190,8 +201,7 @@ static void test_real_memcached_small_batch_waits_one_turn_for_the_next(void **s
     assert_int_equal(writes_since(&f, &before), 0);
     h2o_evloop_run(f.loop, 0);
     assert_int_equal(writes_since(&f, &before), 1);
-    all = (results_t){alone, 2};
-    assert_true(run_until(f.loop, results_all_done, &all, 3000));
+    await_all(&f, alone, 2);
     fixture_dispose(&f);
 }
 
@@ -200,9 +210,7 @@ static void test_real_memcached_lone_increment_and_full_batch_leave_at_once(void
 {
     (void)state;
     fixture_t f;
-    fixture_init(&f, &memcached_port, 1);
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_one_node(&f);
     rl_mc_node_stats_t before = stats_of(&f, 0);
     result_t one[1] = {{0}};
     incr_fresh(&f, "lone", one, 0, 1);
@@ -216,8 +224,7 @@ static void test_real_memcached_lone_increment_and_full_batch_leave_at_once(void
     h2o_evloop_run(f.loop, 0);
     assert_int_equal(writes_since(&f, &before), 1);
     assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, RL_MC_HOLD_BELOW);
-    results_t all = {full, RL_MC_HOLD_BELOW};
-    assert_true(run_until(f.loop, results_all_done, &all, 3000));
+    await_all(&f, full, RL_MC_HOLD_BELOW);
     fixture_dispose(&f);
 }
 
@@ -227,9 +234,7 @@ static void test_real_memcached_clock_step_back_strands_no_batch(void **state)
 {
     (void)state;
     fixture_t f;
-    fixture_init(&f, &memcached_port, 1);
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_one_node(&f);
 
     rl_mc_node_stats_t before = stats_of(&f, 0);
     result_t held[3] = {{0}};
@@ -238,8 +243,7 @@ static void test_real_memcached_clock_step_back_strands_no_batch(void **state)
     wall_clock_offset_us -= 5 * 1000000LL;
     h2o_evloop_run(f.loop, 0);
     assert_int_equal(writes_since(&f, &before), 1);
-    results_t all = {held, 3};
-    assert_true(run_until(f.loop, results_all_done, &all, 1000));
+    await_all(&f, held, 3);
 
     /* linked at the last turn's time, run after a step back: still this turn's write */
     before = stats_of(&f, 0);
@@ -248,8 +252,7 @@ static void test_real_memcached_clock_step_back_strands_no_batch(void **state)
     wall_clock_offset_us -= 5 * 1000000LL;
     h2o_evloop_run(f.loop, 0);
     assert_int_equal(writes_since(&f, &before), 1);
-    all = (results_t){full, RL_MC_HOLD_BELOW};
-    assert_true(run_until(f.loop, results_all_done, &all, 1000));
+    await_all(&f, full, RL_MC_HOLD_BELOW);
     for (size_t i = 0; i != RL_MC_HOLD_BELOW; ++i)
         assert_int_equal(full[i].status, RL_OK);
     wall_clock_offset_us = 0;
@@ -262,9 +265,7 @@ static void test_real_memcached_destroy_while_a_batch_is_held(void **state)
 {
     (void)state;
     fixture_t f;
-    fixture_init(&f, &memcached_port, 1);
-    fixture_start(&f, NULL);
-    assert_true(run_until(f.loop, store_ready, f.thread, 3000));
+    start_one_node(&f);
     rl_mc_node_stats_t before = stats_of(&f, 0);
     result_t held[3] = {{0}};
     incr_fresh(&f, "destroy-held", held, 0, 3);
