@@ -118,10 +118,8 @@ static void write_out(rl_mc_node_t *node)
 static void on_flush(h2o_timeout_entry_t *entry)
 {
     rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, flush_entry, entry);
-    if (h2o_timeout_is_linked(&node->hold_entry)) {
-        /* a second turn's flush before the hold ran: never hold a batch twice */
-        h2o_timeout_unlink(&node->hold_entry);
-    } else if (node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW) {
+    /* no held batch here: hold_timeout runs before flush_timeout, and on_hold unlinks this entry */
+    if (node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW) {
         link_due(node->thread->loop, &node->thread->hold_timeout, &node->hold_entry);
         return;
     }
