@@ -349,8 +349,9 @@ static void render_requests(rl_metrics_t *m, rl_text_t *out)
     text_printf(
         out,
         "# HELP ratelimitd_admin_connections_shed_total Connections to admin listeners closed at accept: "
-        "their own limit of 64 per process was reached.\n"
+        "their own limit of %d per process was reached.\n"
         "# TYPE ratelimitd_admin_connections_shed_total counter\nratelimitd_admin_connections_shed_total %llu\n",
+        RL_ADMIN_MAX_CONNECTIONS,
         (unsigned long long)sum_thread_counter(m, offsetof(rl_metrics_thread_t, connections_shed[RL_LISTEN_ADMIN])));
     text_printf(out,
                 "# HELP ratelimitd_accept_pauses_total Times a loop thread stopped accepting for 100 ms because "

@@ -20,6 +20,13 @@
  * bytes), so a larger server.max_header_bytes could never produce the 431 it promises. */
 #define RL_CONFIG_MAX_HEADER_BYTES 262144u
 
+/*
+ * Connections an admin listener (role: admin) holds open at most, in the whole process, besides
+ * server.max_connections: Prometheus servers, kubelet probes and an operator's curl need a few, and
+ * they must get in while the API's connections are exhausted, when the metrics matter most.
+ */
+#define RL_ADMIN_MAX_CONNECTIONS 64
+
 typedef enum { RL_UNKNOWN_KEYS_ALLOW = 0, RL_UNKNOWN_KEYS_REJECT } rl_unknown_keys_t;
 typedef enum { RL_BACKEND_LOCAL = 0, RL_BACKEND_MEMCACHED } rl_backend_type_t;
 typedef enum { RL_ON_FAILURE_OPEN = 0, RL_ON_FAILURE_CLOSED } rl_on_failure_t;

@@ -12,15 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <h2o.h>
+#include "ratelimitd/config.h"
 
 typedef struct st_rl_worker_t rl_worker_t;
-
-/*
- * Connections an admin listener (role: admin) holds open at most, in the whole process, besides
- * server.max_connections: Prometheus servers, kubelet probes and an operator's curl need a few, and
- * they must get in while the API's connections are exhausted, when the metrics matter most.
- */
-#define RL_ADMIN_MAX_CONNECTIONS 64
 
 /* Client connections open in the whole process against the limit in force; every loop thread
  * shares one per listener role. */

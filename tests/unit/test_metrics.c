@@ -167,6 +167,9 @@ static void test_connections_gauge_and_process_series(void **state)
     assert_int_equal(value_of(text, "ratelimitd_max_connections"), 1234);
     assert_int_equal(value_of(text, "ratelimitd_connections_shed_total"), 2); /* summed over threads */
     assert_int_equal(value_of(text, "ratelimitd_admin_connections_shed_total"), 1);
+    char admin_help[64]; /* the HELP text states the limit the server enforces, not a copy of it */
+    snprintf(admin_help, sizeof(admin_help), "their own limit of %d per process", RL_ADMIN_MAX_CONNECTIONS);
+    assert_non_null(strstr(text, admin_help));
     assert_int_equal(value_of(text, "ratelimitd_accept_pauses_total"), 1);
     assert_int_equal(value_of(text, "ratelimitd_http2_header_blocks_refused_total"), 2);
     assert_int_equal(value_of(text, "ratelimitd_draining"), 1);
