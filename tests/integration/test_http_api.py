@@ -277,8 +277,11 @@ class LimitApiTest(h.RLTestCase):
         self.assertTrue((r.header("Content-Type") or "").startswith("text/plain"), r.headers)
         h.Metrics(r.body.decode())  # parses as Prometheus text
         self.assertIn("ratelimitd_requests_total", r.body.decode())
-        self.assertEqual(self.c.get("/nope").status, 404)
-        self.assertEqual(self.c.request("GET", "/limit/extra", {"X-API-Key": "a"}).status, 404)
+        # a 404 is an error like any other: a JSON body {"error":"..."} (the fallback, /limit's own
+        # path check, and an admin endpoint's)
+        self.assertErrorJson(self.c.get("/nope"), 404)
+        self.assertErrorJson(self.c.request("GET", "/limit/extra", {"X-API-Key": "a"}), 404)
+        self.assertErrorJson(self.c.get("/healthz/extra"), 404)
         for method in ("PUT", "DELETE", "PATCH"):
             r = self.c.request(method, "/limit", {"X-API-Key": unique()})
             self.assertEqual(r.status, 405, "%s /limit: %r" % (method, r))
@@ -291,7 +294,7 @@ class LimitApiTest(h.RLTestCase):
                 allow = r.header("Allow") or ""
                 self.assertIn("GET", allow, "%s %s: %r" % (method, path, r))
                 self.assertIn("HEAD", allow, "%s %s: %r" % (method, path, r))
-        self.assertEqual(self.c.request("POST", "/nope").status, 404)
+        self.assertErrorJson(self.c.request("POST", "/nope"), 404)
         # a target without its leading "/" is no path of ours, though h2o's normalisation adds one
         before = self.d.metrics().sum("ratelimitd_requests_total")
         for target in (b"limit", b"healthz", b"metrics"):

@@ -27,6 +27,19 @@ BOUND_S = TIMEOUT_MS / 1000 + SLACK_S
 RSS_LIMIT_KB = 200 * 1024
 
 
+def connections_to(port):
+    """Local ends of the established IPv4 TCP connections to 127.0.0.1:port, from /proc/net/tcp:
+    a connection held open shows the same local port for as long as it lasts."""
+    found = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if state == "01" and int(remote.split(":")[1], 16) == port:
+                found.append(int(local.split(":")[1], 16))
+    return sorted(found)
+
+
 class FaultTest(h.RLTestCase):
     def start_daemon(self, servers, on_failure="open", **backend):
         port = h.free_port()
@@ -304,6 +317,33 @@ class FaultTest(h.RLTestCase):
         self.assertFalse(rec.errors, rec.errors)
         self.assertEqual(set(rec.statuses) - {200, 429, 503}, set(), dict(rec.statuses))
         self.assertFalse(rec.slow, rec.slow[:20])
+        self.check_alive_and_small(d)
+
+    def test_readyz_503_while_a_connected_node_does_not_answer(self):
+        """/readyz needs a node that answers, not only one connected and in the ring: an increment
+        that times out on a stalled node turns it 503 although the connection stays up and the
+        node is not ejected; an answer in time after the stall turns it 200 again."""
+        (mc,) = self.memcached(1)
+        port = h.free_port()
+        # one loop thread: /readyz asks the thread whose increment timed out. A failure_limit this
+        # high keeps the stalled node connected and in the ring.
+        cfg = h.base_config(port, [mc.addr], threads=1)
+        cfg["backend"].update({"on_failure": "closed", "timeout_ms": TIMEOUT_MS, "failure_limit": 1000})
+        d = self.daemon(cfg, port=port)
+        self.assertTrue(h.wait_until(lambda: h.status_of(port, "/readyz") == 200, 3.0), "never ready")
+        conns = connections_to(mc.port)
+        self.assertEqual(len(conns), 1, conns)
+        mc.pause()
+        try:
+            self.assertEqual(h.http_get(port, "/limit", {"X-API-Key": "stalled"})[0], 503)  # timed out
+            self.assertEqual(h.status_of(port, "/readyz"), 503, "a node that stopped answering is not ready")
+            self.assertEqual(connections_to(mc.port), conns, "the stalled node must still be connected")
+            self.assertEqual(d.metrics().sum("ratelimitd_backend_ejections_total"), 0)
+        finally:
+            mc.resume()
+        self.assertTrue(h.wait_until(lambda: h.http_get(port, "/limit", {"X-API-Key": uuid.uuid4().hex})[0] == 200 and
+                                     h.status_of(port, "/readyz") == 200, 3.0), "not ready after the node answered")
+        self.assertEqual(connections_to(mc.port), conns, "the same connection throughout")
         self.check_alive_and_small(d)
 
     def test_node_restarted_mid_window(self):

@@ -191,6 +191,23 @@ class MetricsTest(h.RLTestCase):
         self.assertNotIn(raw, self.d.log(), "the raw API key reached the log")
         self.assertNotIn("free-secret-key", dump + self.d.log())
 
+    def test_memcached_keys_carry_a_configured_key_prefix(self):
+        """backend.key_prefix replaces "rl:" (tenants sharing a memcached pool by prefix)."""
+        (mc,) = self.memcached(1)
+        port = h.free_port()
+        cfg = h.base_config(port, [mc.addr])
+        cfg["backend"]["key_prefix"] = "tenant7:"
+        d = self.daemon(cfg, port=port)
+        c = d.client()
+        self.addCleanup(c.close)
+        r = c.limit("prefixed-key")
+        self.assertEqual(r.status, 200)
+        dump = mc.command("lru_crawler metadump all", timeout=3)
+        keys = [urllib.parse.unquote(k) for k in re.findall(r"key=(\S+) exp=", dump)]
+        self.assertEqual(len(keys), 1, "one counter expected in memcached: %r" % dump)
+        self.assertTrue(keys[0].startswith("tenant7:"), keys[0])
+        self.assertNotIn("rl:", keys[0], "the default prefix must not be used as well")
+
     def test_increments_to_a_node_are_pipelined(self):
         # 100 concurrent streams on one h2c connection: one loop thread, many increments per turn
         before = self.d.metrics()
