@@ -237,6 +237,8 @@ static int run(const rl_options_t *options, const sigset_t *signals)
     rl_log_level_t level;
     if (rl_log_parse_level(config->log_level, &level) == RL_OK)
         rl_log_set_level(level);
+    /* before any thread starts; a pipe it cannot reopen non-blocking is logged, and not fatal */
+    (void)rl_log_open(STDERR_FILENO);
 
     /* A shell starting us in the background may have set SIGINT to ignored, which would discard
      * it before sigwait(). Safe now that the signals are blocked: a pending one stays pending

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ratelimitd/error.h"
+#include "ratelimitd/log.h"
 #include "ratelimitd/metrics.h"
 
 #define RL_LATENCY_BUCKETS 16
@@ -447,6 +448,11 @@ static void render_process(rl_metrics_t *m, rl_text_t *out)
                 "# HELP ratelimitd_threads Event-loop threads.\n# TYPE ratelimitd_threads gauge\n"
                 "ratelimitd_threads %zu\n",
                 m->num_threads);
+    text_printf(out,
+                "# HELP ratelimitd_log_lines_dropped_total Log lines lost: stderr was full and an event-loop "
+                "thread does not wait for it, or the write failed. The log says how many were lost where.\n"
+                "# TYPE ratelimitd_log_lines_dropped_total counter\nratelimitd_log_lines_dropped_total %llu\n",
+                (unsigned long long)rl_log_lines_dropped());
 }
 
 char *rl_metrics_render(rl_metrics_t *metrics, size_t *len)

@@ -387,6 +387,7 @@ static void worker_teardown(rl_worker_t *worker)
 static void *worker_main(void *arg)
 {
     rl_worker_t *worker = arg;
+    rl_log_never_block();
     /* A thread whose setup failed still runs its (listener-less) loop: start-up then fails and
      * the main thread's shutdown message stops it like the others, so no message is ever sent
      * to a queue that its thread has already destroyed. */

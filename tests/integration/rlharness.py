@@ -407,10 +407,11 @@ class Daemon:
     """One ratelimitd process. `config` is a dict (written as YAML) or a YAML string. `env`: extra
     environment variables for the process (on top of this one's), or None for none. `nofile`: the
     process's open-file limit (soft and hard), or None to inherit this one's. `cpus`: the set of
-    CPUs the process may run on, or None to inherit this one's."""
+    CPUs the process may run on, or None to inherit this one's. `stderr`: a file descriptor for the
+    process's stderr instead of the log file (the caller reads it, and may copy it to log_path)."""
 
     def __init__(self, tmpdir, config=None, port=None, backend=None, name="rl", extra_args=(), env=None,
-                 nofile=None, cpus=None):
+                 nofile=None, cpus=None, stderr=None):
         self.tmpdir = tmpdir
         self.name = name
         self.port = port or free_port()
@@ -424,6 +425,7 @@ class Daemon:
         self.env = dict(env) if env else None
         self.nofile = nofile
         self.cpus = cpus
+        self.stderr = stderr
         self.proc = None
         self.write_config(config)
 
@@ -436,10 +438,10 @@ class Daemon:
         os.replace(tmp, self.conf_path)
 
     def start(self, wait=True, timeout=5.0):
-        self._err = open(self.log_path, "ab")
+        self._err = open(self.log_path, "ab") if self.stderr is None else None
         self._out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen([rl_binary(), "-c", self.conf_path] + self.extra_args,
-                                     stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
+        self.proc = subprocess.Popen([rl_binary(), "-c", self.conf_path] + self.extra_args, stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=self._err if self.stderr is None else self.stderr,
                                      cwd=self.tmpdir, env=None if self.env is None else dict(os.environ, **self.env),
                                      preexec_fn=None if self.nofile is None and self.cpus is None else self._preexec)
         _register(self.proc)

@@ -4,7 +4,19 @@
  * still ending it in exactly one newline. stderr is captured by pointing fd 2 at a temporary
  * file for the duration of one call; it is restored before any assertion, so cmocka's own
  * failure messages still reach the terminal.
+ *
+ * An event-loop thread (rl_log_never_block) never waits for stderr: the logger is pointed with
+ * rl_log_open at a pipe shrunk to one page, or a socket with a small send buffer, that nobody
+ * reads, and filled from such a thread. A watchdog (alarm) ends the program if rl_log waits, so a
+ * regression fails instead of hanging. Other threads still wait, and the first line written after
+ * a drop is preceded by one giving the count.
  */
+#define _GNU_SOURCE /* F_SETPIPE_SZ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -290,6 +302,274 @@ static void test_messages_near_the_buffer_size_end_in_one_newline(void **state)
     rl_log_set_level(RL_LOG_INFO);
 }
 
+/* ---- a destination that cannot keep up ---- */
+
+#define FILL_LINES 200
+#define WATCHDOG_SECONDS 10
+#define DROP_REPORT " lines dropped before this one: "
+
+/* A log whose destination is `write_fd`; the test reads `read_fd`. */
+typedef struct {
+    int write_fd;
+    int read_fd;
+} sink_t;
+
+static void on_watchdog(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_log: watchdog: rl_log waited on an event-loop thread, or a line never came\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(1);
+}
+
+/* A regression makes rl_log wait for ever; the watchdog turns that into a failure. */
+static void arm_watchdog(void)
+{
+    struct sigaction sa = {.sa_handler = on_watchdog};
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
+    alarm(WATCHDOG_SECONDS);
+}
+
+static void disarm_watchdog(void)
+{
+    alarm(0);
+}
+
+/* Everything readable from `fd` now, without waiting, NUL-terminated; returns its length. */
+static size_t read_available(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    while (len < cap - 1 && poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN)) {
+        ssize_t n = read(fd, buf + len, cap - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+static size_t count_lines(const char *text)
+{
+    size_t n = 0;
+    for (; *text != '\0'; ++text)
+        n += *text == '\n';
+    return n;
+}
+
+static void point_log_at(sink_t *sink, int write_fd, int read_fd)
+{
+    sink->write_fd = write_fd;
+    sink->read_fd = read_fd;
+    assert_int_equal(rl_log_open(write_fd), RL_OK);
+    rl_log_set_level(RL_LOG_INFO);
+}
+
+/* A pipe of one page (PIPE_BUF): a few dozen lines fill it. */
+static int setup_small_pipe(void **state)
+{
+    static sink_t sink;
+    int fds[2];
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    assert_int_equal(fcntl(fds[1], F_SETPIPE_SZ, 4096), 4096);
+    point_log_at(&sink, fds[1], fds[0]);
+    *state = &sink;
+    return 0;
+}
+
+/* journald's kind of stderr: a Unix stream socket, here with the smallest send buffer. */
+static int setup_small_socket(void **state)
+{
+    static sink_t sink;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int size = 1;
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)), 0);
+    point_log_at(&sink, sv[0], sv[1]);
+    *state = &sink;
+    return 0;
+}
+
+/* Drains, lets one line carry any report still owed (so the next test starts with none), and puts
+ * the log back on fd 2. */
+static int teardown_sink(void **state)
+{
+    sink_t *sink = *state;
+    static char text[65536];
+    read_available(sink->read_fd, text, sizeof(text));
+    rl_log_info("test", "teardown");
+    read_available(sink->read_fd, text, sizeof(text));
+    assert_int_equal(rl_log_open(STDERR_FILENO), RL_OK);
+    close(sink->write_fd);
+    close(sink->read_fd);
+    return 0;
+}
+
+static void *log_from_loop_thread(void *arg)
+{
+    int lines = *(const int *)arg;
+    rl_log_never_block();
+    for (int i = 0; i < lines; ++i)
+        rl_log_warn("memcached", "line %03d: node n1 sent an invalid or unexpected reply: \"HTTP/1.1 200 OK\"", i);
+    return NULL;
+}
+
+/* Logs `lines` lines from a thread that declared itself an event-loop thread; returns once it has. */
+static void run_loop_thread(int lines)
+{
+    pthread_t thread;
+    arm_watchdog();
+    assert_int_equal(pthread_create(&thread, NULL, log_from_loop_thread, &lines), 0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    disarm_watchdog();
+}
+
+/* The lines written are whole, in order, and with the dropped ones make up all FILL_LINES. */
+static void check_whole_lines_and_drops(const char *text, uint64_t dropped)
+{
+    size_t written = count_lines(text);
+    assert_true(written > 0);
+    assert_true(dropped > 0);
+    assert_int_equal(written + dropped, FILL_LINES);
+    const char *line = text;
+    for (size_t i = 0; i < written; ++i) {
+        char expected[48];
+        snprintf(expected, sizeof(expected), "warn memcached: line %03zu: ", i);
+        const char *end = strchr(line, '\n');
+        assert_non_null(end);
+        const char *found = strstr(line, expected);
+        assert_true(found != NULL && found < end);
+        assert_memory_equal(end - 1, "\"\n", 2);
+        line = end + 1;
+    }
+}
+
+static void test_loop_thread_drops_and_counts_lines_a_full_pipe_cannot_take(void **state)
+{
+    sink_t *sink = *state;
+    /* the pipe's description, shared with whoever holds it, stays blocking */
+    assert_false(fcntl(sink->write_fd, F_GETFL) & O_NONBLOCK);
+    uint64_t before = rl_log_lines_dropped();
+    run_loop_thread(FILL_LINES);
+    uint64_t dropped = rl_log_lines_dropped() - before;
+    static char text[65536];
+    read_available(sink->read_fd, text, sizeof(text));
+    check_whole_lines_and_drops(text, dropped);
+    assert_false(fcntl(sink->write_fd, F_GETFL) & O_NONBLOCK);
+}
+
+static void test_loop_thread_drops_and_counts_lines_a_full_socket_cannot_take(void **state)
+{
+    sink_t *sink = *state;
+    uint64_t before = rl_log_lines_dropped();
+    run_loop_thread(FILL_LINES);
+    uint64_t dropped = rl_log_lines_dropped() - before;
+    static char text[65536];
+    read_available(sink->read_fd, text, sizeof(text));
+    check_whole_lines_and_drops(text, dropped);
+    assert_false(fcntl(sink->write_fd, F_GETFL) & O_NONBLOCK);
+}
+
+/* Checks that `text` is the report of `dropped` lines followed by exactly `line`. */
+static void check_report_then(const char *text, uint64_t dropped, const char *line)
+{
+    assert_int_equal(count_lines(text), 2);
+    char report[64];
+    snprintf(report, sizeof(report), " warn log: %llu" DROP_REPORT, (unsigned long long)dropped);
+    const char *found = strstr(text, report);
+    assert_non_null(found);
+    assert_true(found < strchr(text, '\n'));
+    assert_non_null(strstr(strchr(text, '\n') + 1, line));
+}
+
+static void test_first_line_after_a_drain_says_how_many_were_dropped(void **state)
+{
+    sink_t *sink = *state;
+    uint64_t before = rl_log_lines_dropped();
+    run_loop_thread(FILL_LINES);
+    uint64_t dropped = rl_log_lines_dropped() - before;
+    static char text[65536];
+    read_available(sink->read_fd, text, sizeof(text));
+
+    run_loop_thread(1);
+    read_available(sink->read_fd, text, sizeof(text));
+    check_report_then(text, dropped, " warn memcached: line 000: ");
+    /* said once */
+    run_loop_thread(1);
+    read_available(sink->read_fd, text, sizeof(text));
+    assert_int_equal(count_lines(text), 1);
+    assert_null(strstr(text, DROP_REPORT));
+    assert_int_equal(rl_log_lines_dropped() - before, dropped);
+}
+
+static void *drain_until_marker(void *arg)
+{
+    sink_t *sink = arg;
+    static char text[65536];
+    size_t len = 0;
+    struct timespec pause = {0, 100 * 1000 * 1000};
+    nanosleep(&pause, NULL); /* so that the main thread's line meets a full pipe, most likely */
+    while (len < sizeof(text) - 1) {
+        ssize_t n = read(sink->read_fd, text + len, sizeof(text) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        text[len] = '\0';
+        if (strstr(text, "waits for its reader\n") != NULL)
+            return text;
+    }
+    return NULL;
+}
+
+static void test_other_threads_wait_for_a_full_pipe_and_lose_nothing(void **state)
+{
+    sink_t *sink = *state;
+    uint64_t before = rl_log_lines_dropped();
+    run_loop_thread(FILL_LINES);
+    uint64_t dropped = rl_log_lines_dropped() - before;
+
+    pthread_t drainer;
+    assert_int_equal(pthread_create(&drainer, NULL, drain_until_marker, sink), 0);
+    arm_watchdog(); /* if the drainer never found the line, rl_log still returns: the join would wait */
+    rl_log_info("main", "SIGTERM received: this thread waits for its reader");
+    void *text;
+    assert_int_equal(pthread_join(drainer, &text), 0);
+    disarm_watchdog();
+    assert_non_null(text);
+    assert_int_equal(rl_log_lines_dropped() - before, dropped);
+    const char *report = strstr(text, DROP_REPORT);
+    assert_non_null(report);
+    assert_true(report < strstr(text, " info main: SIGTERM received: "));
+}
+
+/* A file is written through fd 2's own description: a second one would have an offset of its own
+ * and write over the lines of the first. */
+static void test_file_destination_keeps_every_line(void **state)
+{
+    (void)state;
+    FILE *file = tmpfile();
+    assert_non_null(file);
+    assert_int_equal(rl_log_open(fileno(file)), RL_OK);
+    rl_log_set_level(RL_LOG_INFO);
+    rl_log_info("main", "first");
+    run_loop_thread(3);
+    rl_log_info("main", "last");
+    assert_int_equal(rl_log_open(STDERR_FILENO), RL_OK);
+    static char text[8192];
+    rewind(file);
+    text[fread(text, 1, sizeof(text) - 1, file)] = '\0';
+    fclose(file);
+    assert_int_equal(count_lines(text), 5);
+    const char *first = strstr(text, " info main: first\n");
+    const char *loop = strstr(text, " warn memcached: line 002: ");
+    const char *last = strstr(text, " info main: last\n");
+    assert_true(first != NULL && loop != NULL && last != NULL);
+    assert_true(first < loop && loop < last);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +582,15 @@ int main(void)
         cmocka_unit_test(test_parse_level_rejects_other_names),
         cmocka_unit_test(test_long_message_is_truncated_to_one_line),
         cmocka_unit_test(test_messages_near_the_buffer_size_end_in_one_newline),
+        cmocka_unit_test_setup_teardown(test_loop_thread_drops_and_counts_lines_a_full_pipe_cannot_take,
+                                        setup_small_pipe, teardown_sink),
+        cmocka_unit_test_setup_teardown(test_loop_thread_drops_and_counts_lines_a_full_socket_cannot_take,
+                                        setup_small_socket, teardown_sink),
+        cmocka_unit_test_setup_teardown(test_first_line_after_a_drain_says_how_many_were_dropped, setup_small_pipe,
+                                        teardown_sink),
+        cmocka_unit_test_setup_teardown(test_other_threads_wait_for_a_full_pipe_and_lose_nothing, setup_small_pipe,
+                                        teardown_sink),
+        cmocka_unit_test(test_file_destination_keeps_every_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

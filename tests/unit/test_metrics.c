@@ -11,6 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include "ratelimitd/error.h"
+#include "ratelimitd/log.h"
 #include "ratelimitd/metrics.h"
 
 static rl_config_t two_node_config(void)
@@ -177,6 +178,9 @@ static void test_connections_gauge_and_process_series(void **state)
     assert_int_equal(value_of(text, "ratelimitd_config_reloads_total{result=\"rejected\"}"), 1);
     assert_non_null(strstr(text, "ratelimitd_build_info{version=\"" RL_VERSION "\",backend=\"local\"} 1\n"));
     assert_int_equal(value_of(text, "ratelimitd_backend_node_up{node=\"local\"}"), 0);
+    /* the log's own process-wide count, as rl_log_lines_dropped() gives it */
+    assert_non_null(strstr(text, "# TYPE ratelimitd_log_lines_dropped_total counter\n"));
+    assert_int_equal(value_of(text, "ratelimitd_log_lines_dropped_total"), rl_log_lines_dropped());
     free(text);
     rl_metrics_destroy(metrics);
 }
