@@ -205,6 +205,14 @@ if grep -q '^ratelimitd_requests_total' <<<"$metrics"; then
 else
     bad "GET /metrics has no ratelimitd_requests_total"
 fi
+# The daemon, not root, must be able to open its stderr pipe again without blocking (src/log.c):
+# otherwise its event-loop threads wait for the log reader, and it says so at start-up.
+logs=$(podman logs "$name" 2>&1 || true)
+if grep -q "cannot be opened non-blocking" <<<"$logs"; then
+    bad "the daemon cannot write its log without blocking: $(grep "cannot be opened" <<<"$logs" | head -n 1)"
+else
+    ok "stderr reopened non-blocking for the event-loop threads (no warning in the container's log)"
+fi
 pid=$(podman inspect "$name" --format '{{.State.Pid}}')
 uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo "?")
 [[ $uid =~ ^[0-9]+$ && $uid -ne 0 ]] && ok "the daemon runs as uid $uid, not root" || bad "daemon uid is '$uid'"
