@@ -105,31 +105,38 @@ static void write_out(rl_mc_node_t *node)
     node->out.len = 0;
     count_write(node, node->out_increments);
     node->out_increments = 0;
+    node->held_turns = 0;
     h2o_iovec_t buf = h2o_iovec_init(node->writing.base, node->writing.len);
     h2o_socket_write(node->sock, &buf, 1, on_write_complete);
 }
 
-/* A small batch that shows concurrency (2 or more increments) waits one loop turn, so that the
- * next turn's increments for this node join it: each write costs memcached a wake-up, a read and
- * a send, and on a shared core two context switches, whatever it carries (docs/BENCHMARKS.md,
- * finding 10). A lone increment (an idle daemon) and a large batch leave at once, and nothing
- * waits more than one turn: the held entry is due at once (link_due), so the loop polls without
- * sleeping and runs it in the next turn, before that turn's flushes. */
+/* A small batch that shows concurrency (2 or more increments) waits for the next loop turns'
+ * increments for this node to join it: each write costs memcached a wake-up, a read and a send,
+ * and on a shared core two context switches, whatever it carries (docs/BENCHMARKS.md, finding 10).
+ * A lone increment (an idle daemon) and a batch of RL_MC_HOLD_BELOW leave at once, and nothing
+ * waits more than RL_MC_HOLD_TURNS turns: the held entry is due at once (link_due), so the loop
+ * polls without sleeping and runs it in the next turn, before that turn's flushes. */
 static void on_flush(h2o_timeout_entry_t *entry)
 {
     rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, flush_entry, entry);
-    /* no held batch here: hold_timeout runs before flush_timeout, and on_hold unlinks this entry */
-    if (node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW) {
+    if (node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW && node->held_turns < RL_MC_HOLD_TURNS) {
+        ++node->held_turns;
         link_due(node->thread->loop, &node->thread->hold_timeout, &node->hold_entry);
         return;
     }
     write_out(node);
 }
 
-/* Runs in the turn after the hold, before that turn's flushes: one write for both turns. */
+/* Runs in the turn after a hold, before that turn's flushes. A batch still small may wait
+ * another turn; it is held again from this turn's flush, which runs after this turn's increments
+ * have joined it (relinking it here would run it again in this very pass of hold_timeout). */
 static void on_hold(h2o_timeout_entry_t *entry)
 {
     rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, hold_entry, entry);
+    if (node->out_increments < RL_MC_HOLD_BELOW && node->held_turns < RL_MC_HOLD_TURNS) {
+        schedule_flush(node);
+        return;
+    }
     h2o_timeout_unlink(&node->flush_entry);
     write_out(node);
 }
@@ -254,6 +261,7 @@ static void close_socket(rl_mc_node_t *node)
     node->out.len = 0;
     node->writing.len = 0;
     node->out_increments = 0;
+    node->held_turns = 0;
     h2o_timeout_unlink(&node->flush_entry);
     h2o_timeout_unlink(&node->hold_entry);
     h2o_timeout_unlink(&node->connect_entry);

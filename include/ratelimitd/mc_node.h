@@ -27,8 +27,10 @@
 #define RL_MC_BACKOFF_LEVELS 20
 /* How often an op whose deadline h2o fired early is looked at again (see on_op_timeout). */
 #define RL_MC_RECHECK_MS 1
-/* A batch of 2 to RL_MC_HOLD_BELOW - 1 increments waits one loop turn for more (mc_node.c). */
+/* A batch of 2 to RL_MC_HOLD_BELOW - 1 increments waits up to RL_MC_HOLD_TURNS loop turns for
+ * more (mc_node.c). */
 #define RL_MC_HOLD_BELOW 16
+#define RL_MC_HOLD_TURNS 2
 
 typedef struct st_rl_mc_thread_t rl_mc_thread_t;
 typedef struct st_rl_mc_node_t rl_mc_node_t;
@@ -79,11 +81,12 @@ struct st_rl_mc_node_t {
     rl_mc_bytes_t out;     /* accumulates commands until the next flush */
     rl_mc_bytes_t writing; /* handed to h2o_socket_write; stable until on_write_complete */
     size_t out_increments; /* increments in `out`; probes stay out of the pipelining counters */
+    unsigned held_turns;   /* loop turns the batch in `out` has waited */
     h2o_linklist_t fifo;   /* rl_mc_op_t, in the order their commands were queued */
     size_t num_pending;
     uint32_t next_opaque;
     h2o_timeout_entry_t flush_entry;     /* in thread->flush_timeout while `out` waits */
-    h2o_timeout_entry_t hold_entry;      /* in thread->hold_timeout while a small batch waits a turn */
+    h2o_timeout_entry_t hold_entry;      /* in thread->hold_timeout while a small batch waits */
     h2o_timeout_entry_t reconnect_entry; /* in a backoff or the retry timeout while CLOSED */
     h2o_timeout_entry_t connect_entry;   /* connect deadline while CONNECTING */
     uint64_t connect_started_usec;       /* rl_mc_now_usec() when the connect began */
@@ -117,7 +120,7 @@ struct st_rl_mc_thread_t {
     h2o_timeout_t recheck_timeout; /* RL_MC_RECHECK_MS: ops whose request_timeout fired early */
     h2o_timeout_t connect_timeout;
     h2o_timeout_t hold_timeout;  /* 0 ms, linked before flush_timeout: runs first, so a batch held
-                                    by this turn's flush leaves in the next turn's */
+                                    by this turn's flush is looked at in the next turn's */
     h2o_timeout_t flush_timeout; /* 0 ms: runs after the loop turn's I/O callbacks */
     h2o_timeout_t retry_timeout; /* retry_interval_ms: how long an ejected node stays out */
     h2o_timeout_t probe_timeout; /* RL_MC_PROBE_TICK_MS */

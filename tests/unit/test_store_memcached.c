@@ -170,38 +170,55 @@ static void await_all(fixture_t *f, const result_t *results, size_t n)
     assert_true(run_until(f->loop, results_all_done, &all, 3000));
 }
 
-/* A small batch (2 to RL_MC_HOLD_BELOW - 1 increments) waits one loop turn and leaves with the
- * next turn's increments in one write; it never waits a second turn. */
-static void test_real_memcached_small_batch_waits_one_turn_for_the_next(void **state)
+/* A small batch (2 to RL_MC_HOLD_BELOW - 1 increments) waits up to RL_MC_HOLD_TURNS (2) loop turns
+ * and leaves with those turns' increments in one write; it never waits a third turn, and it leaves
+ * in the turn it reaches RL_MC_HOLD_BELOW. */
+static void test_real_memcached_small_batch_waits_up_to_two_turns(void **state)
 {
     (void)state;
     fixture_t f;
     start_one_node(&f);
     rl_mc_node_stats_t before = stats_of(&f, 0);
-    result_t results[6] = {{0}};
+    result_t results[9] = {{0}};
 
     incr_fresh(&f, "hold", results, 0, 3);
     h2o_evloop_run(f.loop, 0); /* the turn whose flush holds the 3 */
     assert_int_equal(writes_since(&f, &before), 0);
     incr_fresh(&f, "hold-next", results, 3, 3);
-    h2o_evloop_run(f.loop, 0); /* the next turn: one write of both turns' increments */
+    h2o_evloop_run(f.loop, 0); /* 6: held a second turn */
+    assert_int_equal(writes_since(&f, &before), 0);
+    incr_fresh(&f, "hold-last", results, 6, 3);
+    h2o_evloop_run(f.loop, 0); /* the third turn: one write of the three turns' increments */
     assert_int_equal(writes_since(&f, &before), 1);
-    assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, 6);
-    await_all(&f, results, 6);
-    for (size_t i = 0; i != 6; ++i) {
+    assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, 9);
+    await_all(&f, results, 9);
+    for (size_t i = 0; i != 9; ++i) {
         assert_int_equal(results[i].status, RL_OK);
         assert_int_equal(results[i].value, 1);
     }
 
-    /* held, then nothing joins it: it leaves in the next turn all the same */
+    /* held, then nothing joins it: it leaves after its two turns all the same */
     result_t alone[2] = {{0}};
     before = stats_of(&f, 0);
     incr_fresh(&f, "hold-alone", alone, 0, 2);
+    h2o_evloop_run(f.loop, 0);
     h2o_evloop_run(f.loop, 0);
     assert_int_equal(writes_since(&f, &before), 0);
     h2o_evloop_run(f.loop, 0);
     assert_int_equal(writes_since(&f, &before), 1);
     await_all(&f, alone, 2);
+
+    /* held, then filled to RL_MC_HOLD_BELOW by the next turn: it leaves in that turn */
+    result_t filled[RL_MC_HOLD_BELOW] = {{0}};
+    before = stats_of(&f, 0);
+    incr_fresh(&f, "hold-filled", filled, 0, 10);
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 0);
+    incr_fresh(&f, "hold-filled-next", filled, 10, RL_MC_HOLD_BELOW - 10);
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 1);
+    assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, RL_MC_HOLD_BELOW);
+    await_all(&f, filled, RL_MC_HOLD_BELOW);
     fixture_dispose(&f);
 }
 
@@ -240,6 +257,8 @@ static void test_real_memcached_clock_step_back_strands_no_batch(void **state)
     result_t held[3] = {{0}};
     incr_fresh(&f, "step-held", held, 0, 3);
     h2o_evloop_run(f.loop, 0); /* held */
+    wall_clock_offset_us -= 5 * 1000000LL;
+    h2o_evloop_run(f.loop, 0); /* held again, from a flush linked after the step */
     wall_clock_offset_us -= 5 * 1000000LL;
     h2o_evloop_run(f.loop, 0);
     assert_int_equal(writes_since(&f, &before), 1);
@@ -365,7 +384,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_memcached_counts_1_2_3_and_queues_while_connecting),
         cmocka_unit_test(test_real_memcached_pipelines_one_loop_turn_into_one_write),
-        cmocka_unit_test(test_real_memcached_small_batch_waits_one_turn_for_the_next),
+        cmocka_unit_test(test_real_memcached_small_batch_waits_up_to_two_turns),
         cmocka_unit_test(test_real_memcached_lone_increment_and_full_batch_leave_at_once),
         cmocka_unit_test(test_real_memcached_clock_step_back_strands_no_batch),
         cmocka_unit_test(test_real_memcached_destroy_while_a_batch_is_held),
