@@ -5,7 +5,7 @@
  * from a 0 ms timeout. h2o 2.2.5's evloop runs timeouts after the loop turn's socket callbacks
  * (h2o_evloop_run: poll, run_pending, then every h2o_timeout_t), so every increment that the
  * turn's requests produced for this node leaves in one write, or with the next turn's when the
- * batch is small (on_flush: it waits one turn at most). memcached charges per read(), not
+ * batch is small (on_flush: it waits RL_MC_HOLD_TURNS turns at most). memcached charges per read(), not
  * per command: measured, ~70 us of its CPU per single-request round trip versus ~2.75 us per
  * request in batches of 64. h2o allows one write in flight, so `writing` is what the socket
  * owns and `out` accumulates meanwhile; on_write_complete sends the accumulation in one write.
@@ -76,9 +76,14 @@ static void link_due(h2o_loop_t *loop, h2o_timeout_t *timeout, h2o_timeout_entry
     entry->registered_at = 0;
 }
 
+/* A held batch is not flushed: on_hold looks at it, with whatever joined it, in the next turn. An
+ * increment can join it within the very flush pass that held it (a failed write to another node
+ * answers its requests from that pass, and their connections' next requests come in at once);
+ * linking the flush then would run on_flush again in that pass and link the held entry twice. */
 static void schedule_flush(rl_mc_node_t *node)
 {
-    if (node->state == RL_MC_NODE_CONNECTED && !h2o_timeout_is_linked(&node->flush_entry))
+    if (node->state == RL_MC_NODE_CONNECTED && !h2o_timeout_is_linked(&node->flush_entry) &&
+        !h2o_timeout_is_linked(&node->hold_entry))
         link_due(node->thread->loop, &node->thread->flush_timeout, &node->flush_entry);
 }
 

@@ -222,6 +222,50 @@ static void test_real_memcached_small_batch_waits_up_to_two_turns(void **state)
     fixture_dispose(&f);
 }
 
+/* An increment issued during the flush pass that held its node's batch (from a callback the pass
+ * runs, as when a failed write to another node answers requests whose connections send their next
+ * at once) joins the held batch: the pass does not flush the node again, which would hold it a
+ * second time (both turns used up in one) and link its held entry twice. */
+typedef struct st_join_in_pass_t {
+    h2o_timeout_entry_t entry;
+    fixture_t *f;
+    result_t *result;
+} join_in_pass_t;
+
+static void incr_from_flush_pass(h2o_timeout_entry_t *entry)
+{
+    join_in_pass_t *join = H2O_STRUCT_FROM_MEMBER(join_in_pass_t, entry, entry);
+    incr_fresh(join->f, "hold-in-pass", join->result, 0, 1);
+}
+
+static void test_real_memcached_increment_joining_in_the_holding_pass(void **state)
+{
+    (void)state;
+    fixture_t f;
+    start_one_node(&f);
+    rl_mc_thread_t *thread = (rl_mc_thread_t *)f.thread;
+    rl_mc_node_t *node = &thread->nodes[0];
+    rl_mc_node_stats_t before = stats_of(&f, 0);
+    result_t results[3] = {{0}}, joined[1] = {{0}};
+
+    incr_fresh(&f, "hold-before-pass", results, 0, 3); /* links the node's flush entry */
+    join_in_pass_t join = {{0}, &f, joined};
+    join.entry.cb = incr_from_flush_pass;
+    h2o_timeout_link(f.loop, &thread->flush_timeout, &join.entry); /* runs after the node's flush */
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(joined[0].calls, 0);
+    assert_true(h2o_timeout_is_linked(&node->hold_entry));
+    assert_false(h2o_timeout_is_linked(&node->flush_entry));
+    h2o_evloop_run(f.loop, 0); /* 4 increments: held a second turn */
+    assert_int_equal(writes_since(&f, &before), 0);
+    h2o_evloop_run(f.loop, 0);
+    assert_int_equal(writes_since(&f, &before), 1);
+    assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, 4);
+    await_all(&f, results, 3);
+    await_all(&f, joined, 1);
+    fixture_dispose(&f);
+}
+
 /* A lone increment (an idle daemon's) and a batch of RL_MC_HOLD_BELOW leave in their own turn. */
 static void test_real_memcached_lone_increment_and_full_batch_leave_at_once(void **state)
 {
@@ -385,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_real_memcached_counts_1_2_3_and_queues_while_connecting),
         cmocka_unit_test(test_real_memcached_pipelines_one_loop_turn_into_one_write),
         cmocka_unit_test(test_real_memcached_small_batch_waits_up_to_two_turns),
+        cmocka_unit_test(test_real_memcached_increment_joining_in_the_holding_pass),
         cmocka_unit_test(test_real_memcached_lone_increment_and_full_batch_leave_at_once),
         cmocka_unit_test(test_real_memcached_clock_step_back_strands_no_batch),
         cmocka_unit_test(test_real_memcached_destroy_while_a_batch_is_held),
