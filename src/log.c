@@ -7,8 +7,9 @@
  * client of that thread would wait with it. So a thread that called rl_log_never_block() writes
  * without waiting and drops a line stderr cannot take at once. Drops are counted (for /metrics)
  * and the next line that is written, by any thread, is preceded by one giving their number, so
- * the gap shows in the log itself. Other threads (main: start-up, reloads, shutdown) still wait:
- * nothing they say is lost.
+ * the gap shows in the log itself. Other threads (main: start-up, reloads, shutdown) wait, up to
+ * RL_LOG_WAIT_MS a line: a slow reader loses none of their lines, one that stopped for good cannot
+ * hold up a shutdown.
  *
  * How to write without waiting depends on what stderr is; rl_log_open() looks once:
  * - a pipe or FIFO: a second open file description of it, opened O_NONBLOCK through
@@ -30,6 +31,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -44,6 +46,8 @@
 
 #define RL_LOG_LINE_MAX 1024
 #define RL_LOG_REPORT_MAX 192
+/* How long a thread that may wait (not an event loop's) waits for stderr to take a line. */
+#define RL_LOG_WAIT_MS 2000
 
 _Static_assert(RL_LOG_LINE_MAX + RL_LOG_REPORT_MAX <= 4096, "a report and its line must fit in PIPE_BUF");
 
@@ -100,10 +104,11 @@ int rl_log_open(int fd)
     char path[32];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     if ((destination.nonblocking_fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)) < 0) {
-        rl_log_warn("log",
-                    "stderr is a pipe, but %s cannot be opened non-blocking (%s): event-loop threads will "
-                    "wait for its reader when it falls behind",
-                    path, strerror(errno));
+        /* error, not warn: it must show at every log_level */
+        rl_log_error("log",
+                     "stderr is a pipe, but %s cannot be opened non-blocking (%s): event-loop threads will "
+                     "wait for its reader when it falls behind",
+                     path, strerror(errno));
         return RL_ERR_IO;
     }
     return RL_OK;
@@ -160,31 +165,53 @@ static size_t format_report(char *buf, const struct timespec *now, uint64_t coun
     return n < 0 || n >= RL_LOG_REPORT_MAX ? 0 : (size_t)n;
 }
 
+/* One write that does not wait where the destination allows it (a pipe, a socket). */
+static ssize_t write_once(const char *buf, size_t len)
+{
+    if (destination.nonblocking_fd >= 0)
+        return write(destination.nonblocking_fd, buf, len);
+    if (destination.is_socket)
+        return send(destination.fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return write(destination.fd, buf, len);
+}
+
 /* Whether all of `buf` went out without waiting. A short write (a TCP stderr) counts as a drop: the
  * rest could only be sent by waiting. */
 static bool write_now(const char *buf, size_t len)
 {
-    ssize_t n;
-    if (destination.nonblocking_fd >= 0)
-        n = write(destination.nonblocking_fd, buf, len);
-    else if (destination.is_socket)
-        n = send(destination.fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    else
-        n = write(destination.fd, buf, len);
-    return n == (ssize_t)len;
+    return write_once(buf, len) == (ssize_t)len;
 }
 
-/* Whether all of `buf` went out, waiting for stderr as long as it takes. */
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether all of `buf` went out, waiting up to RL_LOG_WAIT_MS for stderr to take it. The bound keeps
+ * a log reader that stopped for good from holding main's shutdown past its grace period; EAGAIN is
+ * waited out too, on a description a parent made non-blocking as well as on our own. */
 static bool write_waiting(const char *buf, size_t len)
 {
+    int64_t deadline = monotonic_ms() + RL_LOG_WAIT_MS;
     while (len != 0) {
-        ssize_t n = write(destination.fd, buf, len);
+        ssize_t n = write_once(buf, len);
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+            continue;
+        }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
             return false;
-        buf += n;
-        len -= (size_t)n;
+        int64_t left = deadline - monotonic_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = {destination.nonblocking_fd >= 0 ? destination.nonblocking_fd : destination.fd, POLLOUT, 0};
+        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+            return false;
     }
     return true;
 }

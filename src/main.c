@@ -209,8 +209,8 @@ static void reload(rl_server_t *server, const rl_config_t *running, const char *
     rl_config_destroy(config);
 }
 
-/* Blocks until SIGTERM or SIGINT, reloading on SIGHUP. */
-static void wait_for_stop(rl_server_t *server, const rl_config_t *running, const char *path, const sigset_t *signals)
+/* Blocks until SIGTERM or SIGINT, reloading on SIGHUP; returns the signal. */
+static int wait_for_stop(rl_server_t *server, const rl_config_t *running, const char *path, const sigset_t *signals)
 {
     for (;;) {
         int sig;
@@ -220,8 +220,7 @@ static void wait_for_stop(rl_server_t *server, const rl_config_t *running, const
             reload(server, running, path);
             continue;
         }
-        rl_log_info("main", "%s received: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        return;
+        return sig;
     }
 }
 
@@ -266,8 +265,10 @@ static int run(const rl_options_t *options, const sigset_t *signals)
     rl_log_info("main", "ratelimitd %s started: %zu listener(s), %zu loop thread(s), backend %s", RL_VERSION,
                 config->num_listen, rl_server_num_threads(server),
                 config->backend.type == RL_BACKEND_MEMCACHED ? "memcached" : "local");
-    wait_for_stop(server, config, options->config_path, signals);
+    int sig = wait_for_stop(server, config, options->config_path, signals);
+    /* Draining starts before the line that says so: that line may wait for a slow log reader. */
     rl_server_shutdown(server);
+    rl_log_info("main", "%s received: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     size_t left_open = rl_server_join(server);
     if (left_open != 0) {
         /* Forced stop after the grace period: the connections' memory belongs to h2o, which has

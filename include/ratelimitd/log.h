@@ -6,7 +6,7 @@
  * An event-loop thread declares itself with rl_log_never_block(): its lines are dropped, and
  * counted, when stderr cannot take them at once (a pipe whose reader fell behind). The next line
  * written, by any thread, is preceded by one saying how many were lost. Other threads wait for
- * stderr, so nothing they say is lost.
+ * stderr, up to 2 s a line, so a slow reader loses nothing they say.
  */
 #ifndef RATELIMITD_LOG_H
 #define RATELIMITD_LOG_H

@@ -13,6 +13,7 @@ the pipe is full and the requests time out.
 import fcntl
 import os
 import re
+import signal
 import struct
 import sys
 import termios
@@ -132,6 +133,20 @@ class StderrBackpressureTest(h.RLTestCase):
         torn = [line for line in lines[:last[0] + 1] if not LINE.match(line)]
         self.assertEqual(torn, [], "every line whole")
 
+
+    def test_sigterm_drains_while_stderr_is_full(self):
+        """SIGTERM starts the drain (the listeners close) while the pipe is still full: the line
+        saying so waits for the reader, the drain does not wait for the line."""
+        d = self.start_daemon_on_a_full_pipe()
+        self.assertTrue(h.port_accepts(d.port))
+        d.proc.send_signal(signal.SIGTERM)
+        self.assertTrue(h.wait_until(lambda: not h.port_accepts(d.port), 1.0),
+                        "still accepting 1 s after SIGTERM: draining waits for stderr's reader")
+        self.assertGreater(bytes_in_pipe(self.pipe), PIPE_SIZE // 2, "the pipe must still have been full")
+        self.drain(d)
+        self.assertEqual(d.proc.wait(10), 0, "exit status on SIGTERM")
+        self.drainer.join(5)
+        self.assertIn(" info main: SIGTERM received: draining\n", d.log())
 
 if __name__ == "__main__":
     h.main()

@@ -545,6 +545,36 @@ static void test_other_threads_wait_for_a_full_pipe_and_lose_nothing(void **stat
     assert_true(report < strstr(text, " info main: SIGTERM received: "));
 }
 
+static double monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A reader that stopped for good holds a waiting thread for a bounded time (2 s a line): main's
+ * shutdown must go on. The line is then counted as dropped, and the next one through says so. */
+static void test_other_threads_wait_a_bounded_time_for_a_reader_that_stopped(void **state)
+{
+    sink_t *sink = *state;
+    run_loop_thread(FILL_LINES);
+    uint64_t before = rl_log_lines_dropped();
+    arm_watchdog();
+    double start = monotonic_s();
+    rl_log_info("main", "stopped");
+    double waited = monotonic_s() - start;
+    disarm_watchdog();
+    assert_true(waited >= 1.9);
+    assert_int_equal(rl_log_lines_dropped() - before, 1);
+    static char text[65536];
+    read_available(sink->read_fd, text, sizeof(text));
+    assert_null(strstr(text, " info main: stopped\n"));
+    rl_log_info("main", "after the reader came back");
+    read_available(sink->read_fd, text, sizeof(text));
+    assert_non_null(strstr(text, DROP_REPORT));
+    assert_non_null(strstr(text, " info main: after the reader came back\n"));
+}
+
 /* A file is written through fd 2's own description: a second one would have an offset of its own
  * and write over the lines of the first. */
 static void test_file_destination_keeps_every_line(void **state)
@@ -590,6 +620,8 @@ int main(void)
                                         teardown_sink),
         cmocka_unit_test_setup_teardown(test_other_threads_wait_for_a_full_pipe_and_lose_nothing, setup_small_pipe,
                                         teardown_sink),
+        cmocka_unit_test_setup_teardown(test_other_threads_wait_a_bounded_time_for_a_reader_that_stopped,
+                                        setup_small_pipe, teardown_sink),
         cmocka_unit_test(test_file_destination_keeps_every_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
