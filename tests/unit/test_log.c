@@ -447,30 +447,35 @@ static void check_whole_lines_and_drops(const char *text, uint64_t dropped)
     }
 }
 
-static void test_loop_thread_drops_and_counts_lines_a_full_pipe_cannot_take(void **state)
+/* Logs FILL_LINES from a loop thread into the sink, reads what got through into `text`; returns
+ * how many lines were counted as dropped meanwhile. */
+static uint64_t fill_from_loop_thread(sink_t *sink, char *text, size_t cap)
 {
-    sink_t *sink = *state;
-    /* the pipe's description, shared with whoever holds it, stays blocking */
-    assert_false(fcntl(sink->write_fd, F_GETFL) & O_NONBLOCK);
     uint64_t before = rl_log_lines_dropped();
     run_loop_thread(FILL_LINES);
     uint64_t dropped = rl_log_lines_dropped() - before;
+    read_available(sink->read_fd, text, cap);
+    return dropped;
+}
+
+/* The sink's description, shared with whoever holds it, stays blocking throughout. */
+static void check_loop_thread_drops_whole_lines(sink_t *sink)
+{
+    assert_false(fcntl(sink->write_fd, F_GETFL) & O_NONBLOCK);
     static char text[65536];
-    read_available(sink->read_fd, text, sizeof(text));
+    uint64_t dropped = fill_from_loop_thread(sink, text, sizeof(text));
     check_whole_lines_and_drops(text, dropped);
     assert_false(fcntl(sink->write_fd, F_GETFL) & O_NONBLOCK);
 }
 
+static void test_loop_thread_drops_and_counts_lines_a_full_pipe_cannot_take(void **state)
+{
+    check_loop_thread_drops_whole_lines(*state);
+}
+
 static void test_loop_thread_drops_and_counts_lines_a_full_socket_cannot_take(void **state)
 {
-    sink_t *sink = *state;
-    uint64_t before = rl_log_lines_dropped();
-    run_loop_thread(FILL_LINES);
-    uint64_t dropped = rl_log_lines_dropped() - before;
-    static char text[65536];
-    read_available(sink->read_fd, text, sizeof(text));
-    check_whole_lines_and_drops(text, dropped);
-    assert_false(fcntl(sink->write_fd, F_GETFL) & O_NONBLOCK);
+    check_loop_thread_drops_whole_lines(*state);
 }
 
 /* Checks that `text` is the report of `dropped` lines followed by exactly `line`. */
@@ -489,10 +494,8 @@ static void test_first_line_after_a_drain_says_how_many_were_dropped(void **stat
 {
     sink_t *sink = *state;
     uint64_t before = rl_log_lines_dropped();
-    run_loop_thread(FILL_LINES);
-    uint64_t dropped = rl_log_lines_dropped() - before;
     static char text[65536];
-    read_available(sink->read_fd, text, sizeof(text));
+    uint64_t dropped = fill_from_loop_thread(sink, text, sizeof(text));
 
     run_loop_thread(1);
     read_available(sink->read_fd, text, sizeof(text));
