@@ -3,6 +3,7 @@
  * (`memcached -l 127.0.0.1 -p PORT -U 0`, as `-u nobody` when root), killed by PID at the end.
  * The test fails, not skips, when memcached is missing: it proves nothing otherwise.
  */
+#include <fcntl.h>
 #include <sys/time.h>
 #include "store_memcached_fixture.h"
 #include "ratelimitd/mc_node.h"
@@ -36,6 +37,30 @@ static bool memcached_listening(void)
     return ok;
 }
 
+/* A test whose loop may never return (a corrupt timeout list) fails within WATCHDOG_S instead, and
+ * one that aborts (an assert in the code under test) still takes its memcached with it rather than
+ * leaving it to init. */
+#define WATCHDOG_S 30
+
+static void on_watchdog(int sig)
+{
+    (void)sig;
+    static const char msg[] = "watchdog: the test did not finish; killing memcached\n";
+    ssize_t written = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)written;
+    if (memcached_pid > 0)
+        kill(memcached_pid, SIGKILL);
+    _exit(1);
+}
+
+static void on_abort(int sig)
+{
+    if (memcached_pid > 0)
+        kill(memcached_pid, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static int start_memcached(void **state)
 {
     (void)state;
@@ -45,7 +70,13 @@ static int start_memcached(void **state)
     char *argv[] = {"memcached", "-l", "127.0.0.1", "-p", port, "-U", "0", "-u", "nobody", NULL};
     if (geteuid() != 0)
         argv[7] = NULL; /* -u is only accepted (and needed) as root */
-    int err = posix_spawnp(&memcached_pid, "memcached", NULL, NULL, argv, environ);
+    /* memcached must not hold the test's stdout: ctest waits for that pipe to close */
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    int err = posix_spawnp(&memcached_pid, "memcached", &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
     if (err != 0) {
         fprintf(stderr, "cannot start memcached: %s (install it: the test must not pass without it)\n", strerror(err));
         return -1;
@@ -56,7 +87,20 @@ static int start_memcached(void **state)
         fprintf(stderr, "memcached did not start listening on port %u\n", memcached_port);
         return -1;
     }
+    signal(SIGABRT, on_abort); /* a failed assert in the code under test */
     return 0;
+}
+
+static void arm_watchdog(void)
+{
+    signal(SIGALRM, on_watchdog);
+    alarm(WATCHDOG_S);
+}
+
+static void disarm_watchdog(void)
+{
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
 }
 
 static int stop_memcached(void **state)
@@ -248,6 +292,7 @@ static void test_real_memcached_increment_joining_in_the_holding_pass(void **sta
     rl_mc_node_stats_t before = stats_of(&f, 0);
     result_t results[3] = {{0}}, joined[1] = {{0}};
 
+    arm_watchdog();
     incr_fresh(&f, "hold-before-pass", results, 0, 3); /* links the node's flush entry */
     join_in_pass_t join = {{0}, &f, joined};
     join.entry.cb = incr_from_flush_pass;
@@ -263,6 +308,7 @@ static void test_real_memcached_increment_joining_in_the_holding_pass(void **sta
     assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, 4);
     await_all(&f, results, 3);
     await_all(&f, joined, 1);
+    disarm_watchdog();
     fixture_dispose(&f);
 }
 
