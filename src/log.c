@@ -124,18 +124,18 @@ uint64_t rl_log_lines_dropped(void)
     return atomic_load_explicit(&lines_dropped, memory_order_relaxed);
 }
 
-/* Writes "<ISO-8601 UTC> <level> <module>: " into `buf` (RL_LOG_LINE_MAX bytes); returns its length,
- * at most half the buffer so that an absurd module name cannot push the message off the end. */
-static size_t format_prefix(char *buf, const struct timespec *now, rl_log_level_t level, const char *module)
+/* Writes "<ISO-8601 UTC> <level> <module>: " into `buf` (`cap` bytes); returns its length, at most
+ * half the buffer so that an absurd module name cannot push the message off the end. */
+static size_t format_prefix(char *buf, size_t cap, const struct timespec *now, rl_log_level_t level, const char *module)
 {
     struct tm tm;
     gmtime_r(&now->tv_sec, &tm);
     int len =
-        snprintf(buf, RL_LOG_LINE_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900, tm.tm_mon + 1,
-                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now->tv_nsec / 1000000, level_names[level], module);
+        snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, now->tv_nsec / 1000000, level_names[level], module);
     if (len < 0)
         return 0;
-    return (size_t)len > RL_LOG_LINE_MAX / 2 ? RL_LOG_LINE_MAX / 2 : (size_t)len;
+    return (size_t)len > cap / 2 ? cap / 2 : (size_t)len;
 }
 
 /* Formats one line, cut short if need be but always ending in one newline, into `buf`
@@ -143,7 +143,7 @@ static size_t format_prefix(char *buf, const struct timespec *now, rl_log_level_
 static size_t format_line(char *buf, const struct timespec *now, rl_log_level_t level, const char *module,
                           const char *fmt, va_list args)
 {
-    size_t len = format_prefix(buf, now, level, module);
+    size_t len = format_prefix(buf, RL_LOG_LINE_MAX, now, level, module);
     int body = vsnprintf(buf + len, RL_LOG_LINE_MAX - len - 1, fmt, args);
     if (body > 0)
         len += (size_t)body;
@@ -156,13 +156,12 @@ static size_t format_line(char *buf, const struct timespec *now, rl_log_level_t 
 /* The line announcing `count` dropped lines, into `buf` (RL_LOG_REPORT_MAX bytes); returns its length. */
 static size_t format_report(char *buf, const struct timespec *now, uint64_t count)
 {
-    char prefix[RL_LOG_LINE_MAX];
-    size_t len = format_prefix(prefix, now, RL_LOG_WARN, "log");
-    int n = snprintf(buf, RL_LOG_REPORT_MAX,
-                     "%.*s%llu lines dropped before this one: stderr was full (event-loop threads do not wait "
+    size_t len = format_prefix(buf, RL_LOG_REPORT_MAX, now, RL_LOG_WARN, "log");
+    int n = snprintf(buf + len, RL_LOG_REPORT_MAX - len,
+                     "%llu lines dropped before this one: stderr was full (event-loop threads do not wait "
                      "for it) or failed\n",
-                     (int)len, prefix, (unsigned long long)count);
-    return n < 0 || n >= RL_LOG_REPORT_MAX ? 0 : (size_t)n;
+                     (unsigned long long)count);
+    return n < 0 || (size_t)n >= RL_LOG_REPORT_MAX - len ? 0 : len + (size_t)n;
 }
 
 /* One write that does not wait where the destination allows it (a pipe, a socket). */

@@ -121,10 +121,15 @@ static void write_out(rl_mc_node_t *node)
  * A lone increment (an idle daemon) and a batch of RL_MC_HOLD_BELOW leave at once, and nothing
  * waits more than RL_MC_HOLD_TURNS turns: the held entry is due at once (link_due), so the loop
  * polls without sleeping and runs it in the next turn, before that turn's flushes. */
+static bool may_hold(const rl_mc_node_t *node)
+{
+    return node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW && node->held_turns < RL_MC_HOLD_TURNS;
+}
+
 static void on_flush(h2o_timeout_entry_t *entry)
 {
     rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, flush_entry, entry);
-    if (node->out_increments >= 2 && node->out_increments < RL_MC_HOLD_BELOW && node->held_turns < RL_MC_HOLD_TURNS) {
+    if (may_hold(node)) {
         ++node->held_turns;
         link_due(node->thread->loop, &node->thread->hold_timeout, &node->hold_entry);
         return;
@@ -132,18 +137,17 @@ static void on_flush(h2o_timeout_entry_t *entry)
     write_out(node);
 }
 
-/* Runs in the turn after a hold, before that turn's flushes. A batch still small may wait
- * another turn; it is held again from this turn's flush, which runs after this turn's increments
- * have joined it (relinking it here would run it again in this very pass of hold_timeout). */
+/* Runs in the turn after a hold, before that turn's flushes (no flush is linked for a held node:
+ * schedule_flush). A batch still small may wait another turn; it is held again from this turn's
+ * flush, which runs after this turn's increments have joined it (relinking it here would run it
+ * again in this very pass of hold_timeout). */
 static void on_hold(h2o_timeout_entry_t *entry)
 {
     rl_mc_node_t *node = H2O_STRUCT_FROM_MEMBER(rl_mc_node_t, hold_entry, entry);
-    if (node->out_increments < RL_MC_HOLD_BELOW && node->held_turns < RL_MC_HOLD_TURNS) {
+    if (may_hold(node))
         schedule_flush(node);
-        return;
-    }
-    h2o_timeout_unlink(&node->flush_entry);
-    write_out(node);
+    else
+        write_out(node);
 }
 
 static void on_write_complete(h2o_socket_t *sock, const char *err)

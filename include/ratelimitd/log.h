@@ -27,7 +27,7 @@ void rl_log(rl_log_level_t level, const char *module, const char *fmt, ...) __at
  * of it. Call before any other thread logs (main, at start-up); a later call replaces the earlier
  * one. Until it is called, lines go to fd 2 and rl_log_never_block() threads wait like the others.
  * Returns RL_OK, or RL_ERR_IO when `fd` is a pipe that cannot be opened again: that is logged
- * here (a warning naming the errno), and loop threads then wait for the pipe's reader as others do.
+ * here (an error line naming the errno), and loop threads then wait for the pipe's reader as others do.
  */
 int rl_log_open(int fd);
 /* Declares the calling thread an event-loop thread: from now on rl_log never waits for stderr on

@@ -312,6 +312,22 @@ static void test_real_memcached_increment_joining_in_the_holding_pass(void **sta
     fixture_dispose(&f);
 }
 
+/* A batch of RL_MC_HOLD_BELOW issued before one loop turn leaves in that turn, after h2o's clock
+ * stepped back by `step_back_us` (0: no step), and every increment of it is counted. */
+static void check_full_batch_leaves_in_its_turn(fixture_t *f, const char *name, long long step_back_us)
+{
+    rl_mc_node_stats_t before = stats_of(f, 0);
+    result_t full[RL_MC_HOLD_BELOW] = {{0}};
+    incr_fresh(f, name, full, 0, RL_MC_HOLD_BELOW);
+    wall_clock_offset_us -= step_back_us;
+    h2o_evloop_run(f->loop, 0);
+    assert_int_equal(writes_since(f, &before), 1);
+    assert_int_equal(stats_of(f, 0).write_requests - before.write_requests, RL_MC_HOLD_BELOW);
+    await_all(f, full, RL_MC_HOLD_BELOW);
+    for (size_t i = 0; i != RL_MC_HOLD_BELOW; ++i)
+        assert_int_equal(full[i].status, RL_OK);
+}
+
 /* A lone increment (an idle daemon's) and a batch of RL_MC_HOLD_BELOW leave in their own turn. */
 static void test_real_memcached_lone_increment_and_full_batch_leave_at_once(void **state)
 {
@@ -324,14 +340,7 @@ static void test_real_memcached_lone_increment_and_full_batch_leave_at_once(void
     h2o_evloop_run(f.loop, 0);
     assert_int_equal(writes_since(&f, &before), 1);
     assert_true(run_until(f.loop, result_done, &one[0], 3000));
-
-    before = stats_of(&f, 0);
-    result_t full[RL_MC_HOLD_BELOW] = {{0}};
-    incr_fresh(&f, "full", full, 0, RL_MC_HOLD_BELOW);
-    h2o_evloop_run(f.loop, 0);
-    assert_int_equal(writes_since(&f, &before), 1);
-    assert_int_equal(stats_of(&f, 0).write_requests - before.write_requests, RL_MC_HOLD_BELOW);
-    await_all(&f, full, RL_MC_HOLD_BELOW);
+    check_full_batch_leaves_in_its_turn(&f, "full", 0);
     fixture_dispose(&f);
 }
 
@@ -355,15 +364,7 @@ static void test_real_memcached_clock_step_back_strands_no_batch(void **state)
     await_all(&f, held, 3);
 
     /* linked at the last turn's time, run after a step back: still this turn's write */
-    before = stats_of(&f, 0);
-    result_t full[RL_MC_HOLD_BELOW] = {{0}};
-    incr_fresh(&f, "step-flush", full, 0, RL_MC_HOLD_BELOW);
-    wall_clock_offset_us -= 5 * 1000000LL;
-    h2o_evloop_run(f.loop, 0);
-    assert_int_equal(writes_since(&f, &before), 1);
-    await_all(&f, full, RL_MC_HOLD_BELOW);
-    for (size_t i = 0; i != RL_MC_HOLD_BELOW; ++i)
-        assert_int_equal(full[i].status, RL_OK);
+    check_full_batch_leaves_in_its_turn(&f, "step-flush", 5 * 1000000LL);
     wall_clock_offset_us = 0;
     fixture_dispose(&f);
 }
