@@ -223,8 +223,11 @@ void rl_log(rl_log_level_t level, const char *module, const char *fmt, ...)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     char out[RL_LOG_REPORT_MAX + RL_LOG_LINE_MAX];
-    /* Taken, not read: of two threads writing at once, only one announces a given drop. */
-    uint64_t unreported = atomic_exchange(&dropped_unreported, 0);
+    /* Taken, not read: of two threads writing at once, only one announces a given drop. Loaded
+     * first so that threads logging while nothing was dropped do not all write the shared line. */
+    uint64_t unreported = atomic_load_explicit(&dropped_unreported, memory_order_relaxed) != 0
+                              ? atomic_exchange(&dropped_unreported, 0)
+                              : 0;
     size_t len = unreported != 0 ? format_report(out, &now, unreported) : 0;
     va_list args;
     va_start(args, fmt);

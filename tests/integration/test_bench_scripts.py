@@ -1,7 +1,8 @@
 """
 bench/run and bench/paired, run for a second or two against ratelimitd's two backends: they must
 start what they measure, report what the load generator and the daemon's /metrics saw, apply B's
-options in an A/B, and leave no process behind. Their figures are not checked here (speed is for
+options in an A/B, and leave no process behind. bench/paired-pool, on runs written here, must pool
+their pairs (not their medians) and refuse runs of different comparisons. Their figures are not checked here (speed is for
 the benchmark scripts to report, not for ctest to assert); their plumbing is.
 """
 
@@ -151,6 +152,57 @@ class BenchScriptsTest(h.RLTestCase):
         rc, out = self.bench("paired", timeout=30, PAIRED_SERVERS="ratelimitd-local,ratelimitd-local")
         self.assertNotEqual(rc, 0, out)
         self.assertIn("needs PAIRED_B_RATELIMITD or PAIRED_B_MC_ARGS", out)
+
+    def write_paired_run(self, name, servers, cpu_ratios, writes_per_decision=None):
+        """A paired-latest.json as bench/paired writes it, with the given pair ratios; its directory."""
+        d = os.path.join(self.tmpdir, name)
+        os.makedirs(d)
+        pairs = []
+        for i, ratio in enumerate(cpu_ratios):
+            a = {"cpu_us_per_req": ratio, "cpu_mc_us_per_req": 0.5, "rps": 1.0 / ratio, "client_core_pct": 90.0}
+            if writes_per_decision is not None:
+                a["metrics_delta"] = {"decisions_total": 1000.0, "backend_writes": 1000.0 * writes_per_decision[i]}
+            pairs.append({"first": servers[i % 2], "a": a, "b": {"cpu_us_per_req": 1.0, "rps": 1.0, "server_core_pct": 99.0},
+                          "cpu_ratio": ratio, "rps_ratio": 1.0 / ratio})
+        ratios = sorted(cpu_ratios)
+        report = {"meta": {"date": name, "commit": "c0ffee", "servers": servers, "scenario": "h1-keys"},
+                  "summary": {"cpu_ratio": {"median": ratios[len(ratios) // 2]}, "rps_ratio": {"median": 1.0}},
+                  "pairs": pairs}
+        with open(os.path.join(d, "paired-latest.json"), "w") as f:
+            json.dump(report, f)
+        return d
+
+    def paired_pool(self, *args):
+        p = subprocess.run([sys.executable, os.path.join(h.source_dir(), "bench", "paired-pool")] + list(args),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout + p.stderr
+
+    def test_paired_pool_takes_the_pairs_of_several_runs_together(self):
+        servers = ["ratelimitd-mc", "nginx"]
+        one = self.write_paired_run("run-1", servers, [0.9, 1.1, 0.95], [0.06, 0.20, 0.07])
+        two = self.write_paired_run("run-2", servers, [1.2, 0.8, 0.97], [0.25, 0.05, 0.065])
+        rc, out = self.paired_pool(one, os.path.join(two, "paired-latest.json"))
+        self.assertEqual(rc, 0, out)
+        self.assertIn("ratelimitd-mc ÷ nginx, h1-keys, 6 pairs from 2 runs", out)
+        # median of the six pairs (not of the runs' medians), 4 at or under 1, P(>= 4 of 6) = 22/64
+        row = [line for line in out.splitlines() if line.startswith("| CPU per request |")]
+        self.assertEqual(len(row), 1, out)
+        cells = [c.strip() for c in row[0].split("|")[1:-1]]
+        self.assertEqual(cells[1], "0.960")
+        self.assertEqual(cells[4], "4 of 6")
+        self.assertEqual(cells[5], "0.344")
+        # thirds by writes per decision: (0.05, 0.06) -> 0.85, (0.065, 0.07) -> 0.96, (0.20, 0.25) -> 1.15
+        for third, ratio in (("fewest writes", "0.850"), ("middle", "0.960"), ("most writes", "1.150")):
+            line = [x for x in out.splitlines() if x.startswith("| %s |" % third)]
+            self.assertEqual(len(line), 1, out)
+            self.assertEqual(line[0].split("|")[3].strip(), ratio, line[0])
+
+    def test_paired_pool_refuses_runs_of_different_comparisons(self):
+        one = self.write_paired_run("run-nginx", ["ratelimitd-mc", "nginx"], [1.0, 1.0])
+        two = self.write_paired_run("run-haproxy", ["ratelimitd-mc", "haproxy"], [1.0, 1.0])
+        rc, out = self.paired_pool(one, two)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("pool runs of one comparison", out)
 
 
 if __name__ == "__main__":

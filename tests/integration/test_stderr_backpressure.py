@@ -133,7 +133,6 @@ class StderrBackpressureTest(h.RLTestCase):
         torn = [line for line in lines[:last[0] + 1] if not LINE.match(line)]
         self.assertEqual(torn, [], "every line whole")
 
-
     def test_sigterm_drains_while_stderr_is_full(self):
         """SIGTERM starts the drain (the listeners close) while the pipe is still full: the line
         saying so waits for the reader, the drain does not wait for the line."""
@@ -147,6 +146,7 @@ class StderrBackpressureTest(h.RLTestCase):
         self.assertEqual(d.proc.wait(10), 0, "exit status on SIGTERM")
         self.drainer.join(5)
         self.assertIn(" info main: SIGTERM received: draining\n", d.log())
+
 
 if __name__ == "__main__":
     h.main()
